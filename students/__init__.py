@@ -1,0 +1,2 @@
+"""Student fine-tuning (transformers + peft, Ray Train), chat formatting and packing, evaluation,
+publishing."""

@@ -1,0 +1,1 @@
+"""Teacher backends (vLLM through Ray Data LLM, OpenAI-compatible HTTP) and prompt templates."""

@@ -1,0 +1,1 @@
+"""The workflows that compose the stages, and the recipes (YAML) users run."""

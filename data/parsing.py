@@ -1,0 +1,189 @@
+"""Split a teacher's output into reasoning and answer, and pull out the final answer.
+
+    from data.parsing import parse_trace, parse_frame, extract_final_answer
+    t = parse_trace("<think>2+2 is 4</think>The answer is $\\boxed{4}$.")
+    t.reasoning, t.think_closed, t.final_answer   # '2+2 is 4', True, '4'
+    df = parse_frame(df, text_column="text")   # adds reasoning, answer_text, think_closed,
+                                               # n_think_blocks, final_answer
+
+Shapes handled (`think_required=True`, the default, for reasoning teachers such as R1):
+
+- `<think>R</think>A`: reasoning R, answer A.
+- reasoning in a separate field (DeepSeek API `reasoning_content`, vLLM reasoning parser):
+  `parse_trace(content, reasoning=...)`; the text is the answer. These servers put everything in
+  the reasoning field when the output stops inside it, so think_closed is "the answer is
+  non-empty".
+- `R</think>A` (no opening tag): R1-Distill chat templates pre-fill `<think>\\n`, so the output
+  starts mid-reasoning.
+- `<think>R` or `R` with no `</think>` at all: the output stopped inside the reasoning
+  (truncated, e.g. at 32,768 tokens): reasoning R, answer "", think_closed False.
+- several blocks `<think>R1</think>x<think>R2</think>A`: everything before the last `</think>`
+  is reasoning (tags removed, blocks joined by a blank line), A is the answer; a block opened
+  after the last `</think>` and never closed makes the trace unclosed.
+- `<think></think>A`: empty reasoning, closed.
+
+With `think_required=False` (plain, non-reasoning teachers such as V3) a text without any tag
+is a plain answer: reasoning "", think_closed True, n_think_blocks 0.
+
+The final answer is taken from the answer part only (`extract_final_answer`): the last
+`\\boxed{...}`/`\\fbox{...}` (nested braces), `\\boxed 5`, then "The final answer is X",
+then "Final Answer: X". None when the answer part is empty or has none of these.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+OPEN, CLOSE = "<think>", "</think>"
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)")
+_FINAL_IS_RE = re.compile(r"final answer is[:\s]*(.+)", re.IGNORECASE)
+_FINAL_COLON_RE = re.compile(r"final answer\W*?:[\s*]*(.+)", re.IGNORECASE)
+_HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParsedTrace:
+    """One output split into its parts (see the module docstring for each shape)."""
+
+    reasoning: str
+    answer: str
+    think_closed: bool
+    n_think_blocks: int
+    final_answer: str | None
+
+
+def parse_trace(text: str, reasoning: str | None = None, *, think_required: bool = True
+                ) -> ParsedTrace:
+    """Split `text` (and a separate `reasoning` field when the server returns one)."""
+    text = text or ""
+    if reasoning is not None and reasoning.strip():
+        answer = _strip_stray_close(text).strip()
+        return _done(reasoning.strip(), answer, bool(answer), 1)
+    last_close = text.rfind(CLOSE)
+    if last_close < 0:
+        if OPEN in text:
+            head, _, tail = text.partition(OPEN)
+            return _done(_join_blocks([head, tail]), "", False, text.count(OPEN))
+        if think_required:
+            return _done(text.strip(), "", False, 1 if text.strip() else 0)
+        return _done("", text.strip(), True, 0)
+    before, answer = text[:last_close], text[last_close + len(CLOSE):]
+    n_blocks = text.count(CLOSE)
+    if OPEN in answer:  # a new block opened after the last close and never closed
+        return _done(_join_blocks([before, answer]), "", False, n_blocks + 1)
+    return _done(_join_blocks([before]), answer.strip(), True, n_blocks)
+
+
+def _join_blocks(parts: list[str]) -> str:
+    pieces = []
+    for part in parts:
+        pieces += re.split(r"</?think>", part)
+    return "\n\n".join(p.strip() for p in pieces if p.strip())
+
+
+def _strip_stray_close(text: str) -> str:
+    return text[text.rfind(CLOSE) + len(CLOSE):] if CLOSE in text else text
+
+
+def _done(reasoning: str, answer: str, closed: bool, n_blocks: int) -> ParsedTrace:
+    final = extract_final_answer(answer) if answer else None
+    return ParsedTrace(reasoning, answer, closed, n_blocks, final)
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The final answer in `text`: last boxed, else "final answer is X", else "Final Answer: X"."""
+    if not text:
+        return None
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed
+    for pattern in (_FINAL_IS_RE, _FINAL_COLON_RE):
+        matches = [m for m in pattern.finditer(text) if _clean_phrase(m.group(1))]
+        if matches:
+            return _clean_phrase(matches[-1].group(1))
+    return None
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last complete `\\boxed{...}` / `\\fbox{...}` / `\\boxed X`, or None."""
+    for m in reversed(list(_BOX_RE.finditer(text))):
+        content = _box_content(text, m.end())
+        if content:
+            return content
+    return None
+
+
+def _box_content(text: str, i: int) -> str | None:
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    if i < len(text) and text[i] == "{":
+        depth, j = 0, i
+        while j < len(text):
+            c = text[j]
+            if c == "\\":
+                j += 2
+                continue
+            depth += (c == "{") - (c == "}")
+            if depth == 0:
+                return text[i + 1:j].strip() or None
+            j += 1
+        return None  # unbalanced: cut off mid-answer
+    if i == len(text) or text[i - 1] not in " \t":
+        return None  # `\boxedx`: not a box
+    m = re.match(r"[^\s$]+", text[i:])  # `\boxed 5` form
+    return m.group(0).rstrip(".,;") or None if m else None
+
+
+def _clean_phrase(s: str) -> str:
+    s = _HOPE_RE.sub("", s.strip().splitlines()[0] if s.strip() else "")
+    s = s.strip().strip("*").strip().rstrip(".").strip()
+    if len(s) >= 2 and s[0] == "$" and s[-1] == "$":
+        s = s.strip("$").strip()
+    elif s.startswith("\\(") and s.endswith("\\)"):
+        s = s[2:-2].strip()
+    return s.rstrip(".").strip()
+
+
+PARSED_COLUMNS = ("reasoning", "answer_text", "think_closed", "n_think_blocks", "final_answer")
+
+
+def parse_frame(df: pd.DataFrame, *, text_column: str = "text",
+                reasoning_column: str | None = None, think_required: bool = True
+                ) -> pd.DataFrame:
+    """A copy of `df` with the PARSED_COLUMNS added (replacing columns of those names)."""
+    _require(df, text_column, "text_column")
+    if reasoning_column is not None:
+        _require(df, reasoning_column, "reasoning_column")
+    texts = [_as_str(t) for t in df[text_column].tolist()]
+    if reasoning_column is None:
+        reasonings: list[str | None] = [None] * len(texts)
+    else:
+        reasonings = [_as_str(r) if _present(r) else None for r in df[reasoning_column].tolist()]
+    parsed = [parse_trace(t, r, think_required=think_required) for t, r in zip(texts, reasonings)]
+    out = df.copy()
+    out["reasoning"] = pd.Series([p.reasoning for p in parsed], index=df.index, dtype=object)
+    out["answer_text"] = pd.Series([p.answer for p in parsed], index=df.index, dtype=object)
+    out["think_closed"] = pd.Series([p.think_closed for p in parsed], index=df.index, dtype=bool)
+    out["n_think_blocks"] = pd.Series([p.n_think_blocks for p in parsed], index=df.index,
+                                      dtype="int64")
+    out["final_answer"] = pd.Series([p.final_answer for p in parsed], index=df.index,
+                                    dtype=object)
+    return out
+
+
+def _require(df: pd.DataFrame, column: str, arg: str) -> None:
+    if column not in df.columns:
+        raise KeyError(f"parse_frame: column {column!r} (from {arg}=) is not in the frame; "
+                       f"columns are {list(df.columns)}; pass {arg}= naming the teacher output")
+
+
+def _present(v: object) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _as_str(v: object) -> str:
+    return v if isinstance(v, str) else ("" if not _present(v) else str(v))

@@ -1,0 +1,125 @@
+"""The curate stage's logic: `curate(traces, cfg) -> traces + keep/reject_reason + parsed columns`.
+
+Rules run in this order, each only over rows that survived the ones before (so a duplicate is
+never flagged against a row that was itself rejected):
+1. parse (`<think>` split, final answer)      data.parsing
+2. verify (math-verify / code tests / judge)  data.verify -> `correct`
+3. the R1 rejection rules                      data.filters (truncated, wrong_answer, ...)
+4. decontamination against benchmarks          data.decontam  -> "contaminated"
+5. prompt dedupe (exact + near)                data.dedupe    -> "duplicate_prompt_*"
+6. response dedupe (exact + near)              data.dedupe    -> "duplicate_exact"/"duplicate_near"
+7. selection among a prompt's k samples        data.selection
+Every input row comes out, kept or with its first reason.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from data.decontam import DecontamConfig
+from data.dedupe import DedupeConfig
+from data.filters import FilterConfig
+from data.selection import SelectionConfig
+from data.verify import VerifyConfig
+
+
+class ParseConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    think_required: bool = Field(True, description="Text without </think> is unfinished reasoning "
+                                 "(R1 teachers); false: a plain answer (instruct teachers).")
+
+
+def _prompt_dedupe() -> DedupeConfig:
+    return DedupeConfig(columns=["problem"])
+
+
+def _response_dedupe() -> DedupeConfig:
+    return DedupeConfig(columns=["text"])
+
+
+class CurateConfig(BaseModel):
+    """All curation settings; each part is documented in its own module."""
+
+    model_config = ConfigDict(extra="forbid")
+    parse: ParseConfig = Field(default_factory=ParseConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
+    dedupe_prompts: DedupeConfig | None = Field(default_factory=_prompt_dedupe,
+                                                description="Dedupe over prompts (null: off).")
+    dedupe_responses: DedupeConfig | None = Field(default_factory=_response_dedupe,
+                                                  description="Dedupe over responses (null: off).")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+
+
+def _set(reasons: pd.Series, new: pd.Series) -> None:
+    """Fill reasons that are still empty from `new` (same index), in place."""
+    fill = reasons.isna() & new.notna()
+    reasons[fill] = new[fill]
+
+
+def _dedupe(rows: pd.DataFrame, alive: pd.Series, cfg: DedupeConfig, prefix: str,
+            unit: str) -> pd.Series:
+    from data.dedupe import flag_duplicates
+
+    out = pd.Series([None] * len(rows), index=rows.index, dtype=object)
+    live = rows[alive]
+    if live.empty:
+        return out
+    for column in cfg.columns:
+        if unit == "prompt":  # one vote per prompt; its rows share the verdict
+            uniq = live.drop_duplicates("prompt_id")
+            flags = flag_duplicates(uniq, cfg, column=column)
+            by_prompt = dict(zip(uniq["prompt_id"], flags))
+            new = live["prompt_id"].map(by_prompt)
+        else:
+            new = flag_duplicates(live, cfg, column=column)
+        new = new.map(lambda r: None if r is None or pd.isna(r) else prefix + r)
+        _set(out, pd.Series(new.to_numpy(), index=live.index, dtype=object))
+    return out
+
+
+def curate(traces: pd.DataFrame, cfg: CurateConfig, *,
+           judge: Callable[[list[str]], list[str]] | None = None,
+           timings: dict[str, float] | None = None) -> pd.DataFrame:
+    """Parsed, verified and flagged copy of `traces` (needs prompt_id, problem, reference, text)."""
+    from data.decontam import flag_contaminated
+    from data.filters import apply_filters
+    from data.parsing import parse_frame
+    from data.selection import select_samples
+    from data.verify import verify_frame
+
+    timings = timings if timings is not None else {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    reasoning = "reasoning" if "reasoning" in traces and traces["reasoning"].notna().any() else None
+    rows = parse_frame(traces.drop(columns=["reasoning"]) if reasoning is None and "reasoning" in traces
+                       else traces, text_column="text", reasoning_column=reasoning,
+                       think_required=cfg.parse.think_required)
+    lap("parse")
+    rows["correct"] = verify_frame(rows, cfg.verify, judge=judge)
+    lap("verify")
+    reasons = apply_filters(rows.assign(prompt=rows["problem"]), cfg.filters).astype(object)
+    lap("filters")
+    if cfg.decontam.enabled:
+        _set(reasons, flag_contaminated(rows, cfg.decontam, column="problem"))
+    lap("decontam")
+    if cfg.dedupe_prompts is not None:
+        _set(reasons, _dedupe(rows, reasons.isna(), cfg.dedupe_prompts, "prompt_", "prompt"))
+    if cfg.dedupe_responses is not None:
+        _set(reasons, _dedupe(rows, reasons.isna(), cfg.dedupe_responses, "", "response"))
+    lap("dedupe")
+    _set(reasons, select_samples(rows, cfg.selection, already_rejected=reasons))
+    lap("selection")
+    rows["reject_reason"] = reasons
+    rows["keep"] = reasons.isna()
+    return rows

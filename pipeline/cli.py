@@ -1,0 +1,163 @@
+"""The `distill` command line.
+
+    distill run workflows/recipes/quickstart.yaml [--run-dir DIR] [--set train.epochs=2 ...]
+    distill status DIR
+    distill show DIR STAGE [--rejected] [--limit N]
+    distill recipes
+"""
+from __future__ import annotations
+
+import fcntl
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import DistillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distil a reasoning teacher into small students, stage by stage, resumably.")
+console = Console(highlight=False)
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "workflows" / "recipes"
+
+
+def _quiet_libraries() -> None:
+    """Library chatter (weight-loading bars, INFO logs) off unless DISTILL_VERBOSE=1."""
+    import os
+
+    if os.environ.get("DISTILL_VERBOSE", "") in ("", "0"):
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+def _fail(err: DistillError) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recipes`)."),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory; default runs/<recipe name>."),
+        set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set train.epochs=2.")) -> None:
+    """Run the workflow; stages already done for the same settings are skipped."""
+    from pipeline.preflight import preflight
+    from pipeline.recipe import load_recipe
+    from pipeline.report import eval_results, write_report
+    from pipeline.runner import run_stages
+    from pipeline.store import RunStore
+    from workflows.distill import STAGES
+
+    _quiet_libraries()
+    try:
+        loaded = load_recipe(recipe, set_)
+        preflight(loaded, recipe.resolve())
+    except DistillError as err:
+        _fail(err)
+    store = RunStore(run_dir or Path("runs") / loaded.name)
+    store.root.mkdir(parents=True, exist_ok=True)
+    with open(store.root / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _fail(DistillError(f"another `distill run` is using {store.root}",
+                               fix="wait for it, or pass another --run-dir"))
+        console.print(f"[bold]distill run[/] {loaded.name} -> {store.root}")
+        try:
+            run_stages(STAGES, loaded, store, console=console, recipe_path=recipe.resolve())
+        except DistillError as err:
+            _fail(err)
+    files = write_report(store)
+    _print_results(eval_results(store))
+    console.print(f"report: {', '.join(str(f) for f in files)}")
+    if "publish" in store.stage_names():
+        info = store.stage("publish").manifest.get("published")
+        if info:
+            console.print(f"published: {info['model_dir']}")
+
+
+def _print_results(results: dict) -> None:
+    if not results:
+        return
+    table = Table(title="evaluation (pass@1 averaged over n samples, 95% interval)")
+    for col in ("model", "benchmark", "pass@1", "95% interval", "cons@n", "questions x n"):
+        table.add_column(col)
+    for model, by_bench in results.items():
+        for bench, r in by_bench.items():
+            cons = next((v for k, v in r.items() if k.startswith("cons@")), float("nan"))
+            table.add_row(model, bench, f"{r['pass@1']:.3f}", f"[{r['ci95_low']:.3f}, {r['ci95_high']:.3f}]",
+                          f"{cons:.3f}", f"{r['questions']} x {r['samples_per_question']}")
+    console.print(table)
+
+
+@app.command()
+def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """Which stages are done, with their row counts and the funnel by reason."""
+    from pipeline.report import ORDER, funnel_rows
+    from pipeline.store import open_run
+
+    try:
+        store = open_run(run_dir)
+    except DistillError as err:
+        _fail(err)
+    table = Table(title=f"{run_dir}")
+    for col in ("stage", "state", "rows in", "kept", "rejected", "seconds"):
+        table.add_column(col)
+    done = store.stage_names()
+    for name in ORDER:
+        if name not in done:
+            table.add_row(name, "not done", "", "", "", "")
+            continue
+        m = store.stage(name).manifest
+        table.add_row(name, "done", f"{m['rows_in']:,}", f"{m['kept']:,}",
+                      f"{sum(m['rejected'].values()):,}", f"{m['seconds']:.1f}")
+    console.print(table)
+    funnel = Table(title="funnel by reason")
+    for col in ("stage", "outcome", "rows"):
+        funnel.add_column(col)
+    for r in funnel_rows(store):
+        funnel.add_row(r["stage"], r["outcome"], f"{r['rows']:,}")
+    console.print(funnel)
+
+
+@app.command()
+def show(run_dir: Path = typer.Argument(...), stage: str = typer.Argument(...),
+         rejected: bool = typer.Option(False, "--rejected", help="Show the rejected rows and reasons."),
+         limit: int = typer.Option(20, "--limit", help="Rows to show."),
+         columns: Optional[str] = typer.Option(None, "--columns", help="Comma-separated columns.")) -> None:
+    """A stage's rows as a table (pandas)."""
+    import pandas as pd
+
+    from pipeline.store import open_run
+
+    try:
+        frame = open_run(run_dir).stage(stage).to_pandas(rejected=rejected)
+    except DistillError as err:
+        _fail(err)
+    if columns:
+        frame = frame[[c.strip() for c in columns.split(",")]]
+    with pd.option_context("display.max_columns", 12, "display.width", 200, "display.max_colwidth", 60):
+        console.print(frame.head(limit).to_string())
+    console.print(f"({len(frame):,} rows{' rejected' if rejected else ''})")
+
+
+@app.command()
+def recipes() -> None:
+    """The recipes that ship, one line each."""
+    import yaml
+
+    for path in sorted(RECIPES_DIR.rglob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        console.print(f"{str(path.relative_to(RECIPES_DIR.parent.parent)):<55} {data.get('description', '')}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

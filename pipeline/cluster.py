@@ -1,0 +1,62 @@
+"""Ray setup: `ensure_ray(recipe.ray)` joins $RAY_ADDRESS / the recipe's address, or starts a local Ray.
+
+Under `ray job submit ... -- distill run ...` RAY_ADDRESS is set by Ray and the same code joins
+the cluster. Locally we start Ray quietly (no dashboard, worker logs off unless DISTILL_VERBOSE=1)
+and with the environment vLLM's CPU backend needs.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# vLLM on CPU: use every core (the default reserves one of our two), a fixed KV cache size.
+CPU_ENGINE_ENV = {
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def verbose() -> bool:
+    return os.environ.get("DISTILL_VERBOSE", "") not in ("", "0")
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
+    """Initialise Ray once per process and quiet Ray Data's own progress output."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+        for key, value in CPU_ENGINE_ENV.items():
+            os.environ.setdefault(key, value)
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=verbose())
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=verbose(),
+                     configure_logging=verbose(), logging_level="INFO" if verbose() else "WARNING")
+    import logging
+
+    from ray.data import DataContext
+
+    if not verbose():
+        for name in ("ray", "ray.data", "ray.llm"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = verbose()
+    ctx.print_on_execution_start = verbose()
+    if hasattr(ctx, "enable_operator_progress_bars"):
+        ctx.enable_operator_progress_bars = verbose()
+    return ray
+
+
+def vllm_is_cpu_build() -> bool:
+    """True when the installed vLLM is the vllm-cpu build (our CPU machines)."""
+    from importlib import metadata
+
+    try:
+        metadata.version("vllm-cpu")
+        return True
+    except metadata.PackageNotFoundError:
+        return False

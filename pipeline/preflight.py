@@ -1,0 +1,42 @@
+"""Checks before any work: every file, column and model a recipe names exists and fits here.
+
+`preflight(recipe, recipe_path)` raises a RecipeError naming the key and the fix, so a typo in
+a column name stops the run in a second, not after an hour of generation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import RecipeError
+from pipeline.models import check_model_source
+from pipeline.recipe import Recipe
+
+
+def preflight(recipe: Recipe, recipe_path: Path | None = None) -> None:
+    from data.prompts import check_columns, load_prompts, read_table
+    from students.config import validate_for_machine
+    from teachers.templates import TEMPLATES
+
+    base = recipe_path.parent if recipe_path else None
+    check_model_source(recipe.teacher.model, "teacher.model")
+    check_model_source(recipe.train.student, "train.student")
+    for field, name in (("teacher.template", recipe.teacher.template),
+                        ("evaluate.template", recipe.evaluate.template)):
+        if name not in TEMPLATES:
+            raise RecipeError(f"{field}: unknown template {name!r}", fix=f"use one of {sorted(TEMPLATES)}")
+    prompts = load_prompts(recipe.prompts, base)  # names a missing file or column, or an empty set
+    if not prompts["keep"].any():
+        reasons = prompts["reject_reason"].value_counts().to_dict()
+        raise RecipeError(f"prompts.source: no usable prompt in {recipe.prompts.source} ({reasons})",
+                          fix="check prompts.problem_column and prompts.answer_column")
+    for i, spec in enumerate(recipe.evaluate.benchmarks if recipe.evaluate.enabled else []):
+        table = read_table(spec.source, field=f"evaluate.benchmarks[{i}].source", base_dir=base)
+        check_columns(table, {f"evaluate.benchmarks[{i}].problem_column": spec.problem_column,
+                              f"evaluate.benchmarks[{i}].answer_column": spec.answer_column}, spec.source)
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    validate_for_machine(recipe.train, has_cuda=has_cuda)

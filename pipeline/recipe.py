@@ -1,0 +1,137 @@
+"""Recipes: `load_recipe("workflows/recipes/quickstart.yaml", ["train.epochs=2"]) -> Recipe`.
+
+A recipe is plain YAML validated by pydantic models that forbid unknown keys, so a typo stops the
+run before any work with the key's path and the nearest valid name. Sections: prompts, teacher,
+curate, train, evaluate, publish. `--set a.b=value` overrides parse `value` as YAML.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from data.curate import CurateConfig
+from pipeline.errors import RecipeError
+from students.config import TrainConfig
+from students.evaluate import EvalConfig
+from students.publish import PublishConfig
+from teachers.config import TeacherConfig
+
+
+class PromptsConfig(BaseModel):
+    """Where the prompts come from and which columns hold the problem and the reference answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(description="A JSON Lines or Parquet file, or `bundled:NAME` for a set that ships.")
+    problem_column: str = Field("problem", description="Column with the problem text.")
+    answer_column: str | None = Field("answer", description="Column with the reference answer (null: none).")
+    id_column: str | None = Field(None, description="Column with a stable id; null: a hash of the problem.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N prompts (after dropping held-out ones).")
+
+
+class RayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = Field(None, description="Ray address; null: $RAY_ADDRESS, else a local Ray.")
+    num_cpus: int | None = Field(None, description="CPUs for a local Ray (null: all).")
+
+
+class Recipe(BaseModel):
+    """A whole distillation workflow, from prompts to a published student."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="Short name of the recipe; names the run directory by default.")
+    description: str = Field("", description="One line shown by `distill recipes`.")
+    hardware: str = Field("", description="What this recipe needs to run (for people, not checked).")
+    seed: int = Field(0, description="Seed for sampling engines and training.")
+    ray: RayConfig = Field(default_factory=RayConfig)
+    prompts: PromptsConfig
+    teacher: TeacherConfig
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    train: TrainConfig
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {dotted}: {key!r} is not a section", fix="set a leaf key")
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Apply `key.sub=value` overrides (value parsed as YAML) to a recipe tree, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r} has no '='", fix="write --set key.sub=value")
+        key, raw = item.split("=", 1)
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid field names of the model that the error location `loc` points into."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def explain_validation_error(err: ValidationError, source: str) -> RecipeError:
+    """Turn pydantic's error into one message per bad key, with the nearest valid key."""
+    lines = []
+    fixes = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            valid = _fields_at(Recipe, loc)
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            lines.append(f"unknown key `{key}`")
+            fixes.append(f"did you mean `{'.'.join(map(str, loc[:-1] + (close[0],)))}`?" if close
+                         else f"valid keys here: {', '.join(valid)}")
+        elif e["type"] == "missing":
+            lines.append(f"missing key `{key}`")
+            fixes.append(f"add `{key}` to the recipe")
+        else:
+            lines.append(f"`{key}`: {e['msg']} (got {e.get('input')!r})")
+    return RecipeError(f"{source}: invalid recipe:\n  " + "\n  ".join(lines),
+                       fix="; ".join(fixes) or "correct the values above")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe; every problem is a RecipeError naming the key."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"recipe file {path} does not exist",
+                          fix="give a path to a YAML recipe; `distill recipes` lists the ones that ship")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}", fix="fix the YAML syntax") from None
+    if not isinstance(tree, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping, got {type(tree).__name__}",
+                          fix="start from workflows/recipes/quickstart.yaml")
+    apply_overrides(tree, overrides or [])
+    try:
+        recipe = Recipe.model_validate(tree)
+    except ValidationError as err:
+        raise explain_validation_error(err, str(path)) from None
+    return recipe.model_copy(update={}, deep=True)
+
+
+def recipe_dir(path: str | Path) -> Path:
+    """Relative paths inside a recipe resolve against the current directory, then the recipe's."""
+    return Path(path).resolve().parent

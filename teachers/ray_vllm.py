@@ -1,0 +1,173 @@
+"""vLLM through Ray Data LLM: `VLLMGenerator(spec).generate(requests) -> iterator of result frames`.
+
+Used by the teacher (traces) and by evaluation (student answers). Requests are rows with
+`request_id` and `prompt` (already chat-templated text); results carry `request_id`, `text`,
+`prompt_tokens`, `completion_tokens`, `finish_reason` and `error`, one frame per finished block,
+so callers can write each frame as a shard the moment it exists.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
+from teachers.config import SamplingConfig
+
+
+@dataclass
+class EngineSpec:
+    """What one engine replica runs with. `engine` overrides our defaults key by key."""
+
+    model: str
+    sampling: SamplingConfig
+    seed: int = 0
+    engine: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    batch_size: int = 32
+    concurrency: int = 1
+    accelerator_type: str | None = None
+
+    def on_cpu(self) -> bool:
+        return self.device == "cpu" or (self.device == "auto" and vllm_is_cpu_build())
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """vLLM engine arguments. On CPU: eager mode, engine-level seed (a per-request seed kills
+        the CPU engine: 'CPU Generator does not use offset'), bf16."""
+        kwargs: dict[str, Any] = {"seed": self.seed, "enable_prefix_caching": True}
+        if self.on_cpu():
+            kwargs.update(enforce_eager=True, dtype="bfloat16")
+        kwargs.update(self.engine)
+        return kwargs
+
+    def placement(self) -> dict[str, Any] | None:
+        """One CPU bundle per engine on CPU; on GPU Ray Data LLM's default (a GPU per tp*pp rank)."""
+        if self.on_cpu():
+            return {"bundles": [{"CPU": 1}]}
+        return None
+
+    def sampling_params(self) -> dict[str, Any]:
+        s = self.sampling
+        params = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+        if s.stop:
+            params["stop"] = list(s.stop)
+        return params
+
+    def processor_config(self) -> Any:
+        """The `vLLMEngineProcessorConfig`: vLLM tokenises and detokenises itself, so the only
+        actor is the engine (the chat template is applied on the driver, see render_prompts)."""
+        from ray.data.llm import vLLMEngineProcessorConfig
+
+        kwargs: dict[str, Any] = dict(
+            model_source=self.model, engine_kwargs=self.engine_kwargs(),
+            batch_size=self.batch_size, concurrency=self.concurrency,
+            log_engine_metrics=False, should_continue_on_error=True,
+            chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
+        )
+        if self.placement() is not None:
+            kwargs["placement_group_config"] = self.placement()
+        if self.on_cpu():
+            kwargs["runtime_env"] = {"env_vars": dict(CPU_ENGINE_ENV)}
+        if self.accelerator_type:
+            kwargs["accelerator_type"] = self.accelerator_type
+        return vLLMEngineProcessorConfig(**kwargs)
+
+
+def render_prompts(model: str, messages: list[list[dict]], *, force_think: bool = False,
+                   chat_template: str | None = None) -> list[str]:
+    """Apply the model's chat template (add_generation_prompt) to each conversation; with
+    `force_think` the assistant turn starts with '<think>\\n' as R1's usage requires."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    out = []
+    for conv in messages:
+        text = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True,
+                                       chat_template=chat_template)
+        if force_think and not text.rstrip().endswith("<think>"):
+            text += "<think>\n"
+        out.append(text)
+    return out
+
+
+def _finish_reason(row: dict, max_tokens: int, max_model_len: int | None) -> str:
+    """Ray Data LLM does not return vLLM's finish reason; it is 'length' exactly when the token
+    budget (or the context window) was used up."""
+    used = int(row["num_generated_tokens"])
+    if used >= max_tokens or (max_model_len and used + int(row["num_input_tokens"]) >= max_model_len):
+        return "length"
+    return "stop"
+
+
+class VLLMGenerator:
+    """Runs requests through one Ray Data LLM processor."""
+
+    def __init__(self, spec: EngineSpec):
+        self.spec = spec
+
+    def generate(self, requests: pd.DataFrame, *, block_rows: int = 256) -> Iterator[pd.DataFrame]:
+        """Yield result frames as blocks finish. `requests` needs `request_id` and `prompt`."""
+        import ray
+        from ray.data.llm import build_processor
+
+        spec = self.spec
+        max_tokens = spec.sampling.max_tokens
+        max_model_len = spec.engine_kwargs().get("max_model_len")
+        params = spec.sampling_params()
+
+        # Ray Data LLM uses a `request_id` column of its own, so ours travels as `distill_key`.
+        def pre(row: dict) -> dict:
+            return {"distill_key": row["request_id"], "prompt": row["prompt"], "sampling_params": params}
+
+        def post(row: dict) -> dict:
+            error = row.get("__inference_error__") or None
+            return {
+                "request_id": row["distill_key"],
+                "text": "" if error else row.get("generated_text", ""),
+                "prompt_tokens": int(row.get("num_input_tokens") or 0),
+                "completion_tokens": int(row.get("num_generated_tokens") or 0),
+                "finish_reason": "error" if error else _finish_reason(row, max_tokens, max_model_len),
+                "error": str(error) if error else None,
+            }
+
+        processor = build_processor(
+            spec.processor_config(), preprocess=pre, postprocess=post,
+            preprocess_map_kwargs={"num_cpus": 0.05}, postprocess_map_kwargs={"num_cpus": 0.05},
+        )
+        blocks = [requests.iloc[i:i + block_rows][["request_id", "prompt"]]
+                  for i in range(0, len(requests), block_rows)]
+        if not blocks:
+            return
+        # from_pandas: one block per shard and no read tasks (a read task wanting a whole CPU
+        # deadlocks a 2-CPU machine once the engine holds one).
+        ds = processor(ray.data.from_pandas(blocks))
+        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+            yield normalise_results(batch)
+
+
+RESULT_COLUMNS = ["request_id", "text", "prompt_tokens", "completion_tokens", "finish_reason", "error"]
+
+
+def normalise_results(batch: pd.DataFrame) -> pd.DataFrame:
+    """Result rows in one schema. Rows whose inference failed bypass postprocess in Ray Data LLM
+    (`should_continue_on_error`), so they arrive with the raw columns: map them here."""
+    batch = batch.copy()
+    if "__inference_error__" in batch.columns:
+        err = batch["__inference_error__"].fillna("").astype(str) != ""
+        if err.any():
+            batch.loc[err, "request_id"] = batch.loc[err, "distill_key"]
+            batch.loc[err, "error"] = batch.loc[err, "__inference_error__"].astype(str)
+            batch.loc[err, "text"] = ""
+            batch.loc[err, "finish_reason"] = "error"
+            batch.loc[err, ["prompt_tokens", "completion_tokens"]] = 0
+    for col in RESULT_COLUMNS:
+        if col not in batch.columns:
+            batch[col] = None
+    out = batch[RESULT_COLUMNS].copy()
+    out["request_id"] = out["request_id"].astype(str)
+    out["prompt_tokens"] = out["prompt_tokens"].fillna(0).astype("int64")
+    out["completion_tokens"] = out["completion_tokens"].fillna(0).astype("int64")
+    out["error"] = out["error"].astype(object).where(out["error"].notna(), None)
+    return out

@@ -1,0 +1,30 @@
+"""Prompt templates: TEMPLATES["r1_math"].format(problem=...) -> the user message."""
+from __future__ import annotations
+
+from pipeline.errors import RecipeError
+
+TEMPLATES: dict[str, str] = {
+    # The DeepSeek-R1 paper's and open-r1's math prompt.
+    "r1_math": "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}.",
+    "plain": "{problem}",
+    # For small instruct models (quickstart): ask for working, then the boxed number.
+    "short_math": "{problem}\nThink step by step, then give the final answer as \\boxed{{number}}.",
+    "code": "{problem}\nWrite a complete Python program. Reason first, then give the final code in "
+            "one ```python block.",
+}
+
+
+def render_user_message(template: str, problem: str) -> str:
+    """Fill `template` (a TEMPLATES name) with the problem text."""
+    try:
+        return TEMPLATES[template].format(problem=problem)
+    except KeyError:
+        raise RecipeError(f"teacher.template: unknown template {template!r}",
+                          fix=f"use one of {sorted(TEMPLATES)}") from None
+
+
+def build_messages(problem: str, template: str, system_prompt: str | None) -> list[dict]:
+    """The chat messages for one prompt: optional system turn, then the templated user turn."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": render_user_message(template, problem)})
+    return messages

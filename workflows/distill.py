@@ -1,0 +1,17 @@
+"""The distillation workflow: prompts -> generate -> curate -> train -> evaluate -> publish.
+
+    distill run workflows/recipes/quickstart.yaml
+
+Each stage reads its inputs' Parquet from the run store and writes its own; a stage whose
+manifest exists for the same key is skipped, so a re-run resumes where the last one stopped.
+"""
+from __future__ import annotations
+
+from workflows.stages.curate import CurateStage
+from workflows.stages.evaluate import EvaluateStage
+from workflows.stages.generate import GenerateStage
+from workflows.stages.prompts import PromptsStage
+from workflows.stages.publish import PublishStage
+from workflows.stages.train import TrainStage
+
+STAGES = [PromptsStage(), GenerateStage(), CurateStage(), TrainStage(), EvaluateStage(), PublishStage()]

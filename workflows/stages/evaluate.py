@@ -1,0 +1,34 @@
+"""evaluate: the student (and its base model) on held-out benchmarks, pass@1 over n samples."""
+from __future__ import annotations
+
+from pipeline.recipe import Recipe
+from pipeline.stage import StageContext, StageResult
+
+
+class EvaluateStage:
+    name = "evaluate"
+    version = "1"
+    needs = ("train",)
+    resumable = False
+
+    def config(self, recipe: Recipe) -> dict:
+        return {**recipe.evaluate.result_fields(), "seed": recipe.seed,
+                "base": recipe.train.student if recipe.evaluate.compare_base else None}
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from pipeline.cluster import ensure_ray
+        from pipeline.models import resolve_model
+        from students.evaluate import evaluate_models
+
+        recipe = ctx.recipe
+        cfg = recipe.evaluate
+        if not cfg.enabled or not cfg.benchmarks:
+            return StageResult(rows=None, rows_in=0, already_written=True,
+                               extra={"counts": {"rows_in": 0, "kept": 0, "rejected": {}}, "results": {}})
+        ensure_ray(recipe.ray.address, recipe.ray.num_cpus)
+        models = {"student": str(ctx.inputs["train"].artefact("model"))}
+        if cfg.compare_base:
+            models["base"] = resolve_model(recipe.train.student)
+        base_dir = ctx.recipe_path.parent if ctx.recipe_path else None
+        rows, results = evaluate_models(models, cfg, recipe.seed, base_dir=base_dir, progress=ctx.progress)
+        return StageResult(rows=rows, rows_in=len(rows), extra={"results": results})

@@ -1,0 +1,85 @@
+"""generate: k teacher samples per prompt, written in shards as they finish; resumes by row.
+
+Each (prompt_id, sample_index) is one request. Finished results are written to shards/ under
+a temporary name and renamed, so a killed run loses only what was in flight; a re-run reads the
+shards, skips every request already written, and never writes one twice.
+"""
+from __future__ import annotations
+
+import uuid
+
+import pandas as pd
+
+from pipeline.recipe import Recipe
+from pipeline.stage import StageContext, StageResult
+from pipeline.store import read_parquet_dir, write_parquet
+
+
+def build_requests(prompts: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
+    """One row per (prompt, sample index) with the chat messages for the teacher."""
+    from teachers.templates import build_messages
+
+    t = recipe.teacher
+    k = t.sampling.n
+    base = prompts[["prompt_id", "problem", "reference"]].reset_index(drop=True)
+    rows = base.loc[base.index.repeat(k)].reset_index(drop=True)
+    rows["sample_index"] = rows.groupby("prompt_id").cumcount().astype("int64")
+    rows["request_id"] = rows["prompt_id"] + ":" + rows["sample_index"].astype(str)
+    rows["messages"] = [build_messages(p, t.template, t.system_prompt) for p in rows["problem"]]
+    return rows
+
+
+class GenerateStage:
+    name = "generate"
+    version = "1"
+    needs = ("prompts",)
+    resumable = True
+
+    def config(self, recipe: Recipe) -> dict:
+        return {**recipe.teacher.result_fields(), "seed": recipe.seed}
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from pipeline.cluster import ensure_ray
+        from teachers.base import make_teacher
+
+        recipe = ctx.recipe
+        requests = build_requests(ctx.inputs["prompts"].to_pandas(), recipe)
+        shards = ctx.out_dir / "shards"
+        done = set(read_parquet_dir(shards, columns=["request_id"])["request_id"]) if shards.exists() else set()
+        pending = requests[~requests["request_id"].isin(done)]
+        total = len(requests)
+        ctx.progress("samples", len(done), total)
+        if len(pending):
+            if recipe.teacher.backend == "vllm":
+                ensure_ray(recipe.ray.address, recipe.ray.num_cpus)
+            meta = pending.drop(columns=["messages"])
+            written = len(done)
+            for out in make_teacher(recipe.teacher, recipe.seed).generate(pending):
+                shard = meta.merge(out, on="request_id", how="inner")
+                write_parquet(shard, shards / f"shard-{uuid.uuid4().hex[:12]}.parquet")
+                written += len(shard)
+                ctx.progress("samples", written, total)
+        traces = read_parquet_dir(shards)
+        dup = traces["request_id"].duplicated()
+        if dup.any():
+            raise RuntimeError(f"generate: {int(dup.sum())} requests written twice in {shards}")
+        missing = set(requests["request_id"]) - set(traces["request_id"])
+        if missing:
+            raise RuntimeError(f"generate: {len(missing)} requests have no result (e.g. "
+                               f"{sorted(missing)[:3]}); re-run to generate them")
+        t = recipe.teacher
+        traces["teacher"] = t.model
+        traces["cost"] = (traces["prompt_tokens"] * t.cost_per_million_input
+                          + traces["completion_tokens"] * t.cost_per_million_output) / 1e6
+        reason = traces["error"].map(lambda e: None if e is None or pd.isna(e) else "teacher_error")
+        traces["reject_reason"] = reason
+        traces["keep"] = reason.isna()
+        extra = {
+            "prompts": int(requests["prompt_id"].nunique()), "samples_per_prompt": t.sampling.n,
+            "resumed_rows": len(done), "generated_rows": len(pending),
+            "prompt_tokens": int(traces["prompt_tokens"].sum()),
+            "completion_tokens": int(traces["completion_tokens"].sum()),
+            "finish_reasons": {str(k): int(v) for k, v in traces["finish_reason"].value_counts().items()},
+            "cost": float(traces["cost"].sum()),
+        }
+        return StageResult(rows=traces, rows_in=total, extra=extra)

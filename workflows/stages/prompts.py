@@ -1,0 +1,22 @@
+"""prompts: load the prompt set, give each prompt a stable id, reject unusable rows with a reason."""
+from __future__ import annotations
+
+from pipeline.recipe import Recipe
+from pipeline.stage import StageContext, StageResult
+
+
+class PromptsStage:
+    name = "prompts"
+    version = "1"
+    needs: tuple[str, ...] = ()
+    resumable = False
+
+    def config(self, recipe: Recipe) -> dict:
+        return recipe.prompts.model_dump()
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from data.prompts import load_prompts
+
+        base = ctx.recipe_path.parent if ctx.recipe_path else None
+        rows = load_prompts(ctx.recipe.prompts, base)
+        return StageResult(rows=rows, rows_in=len(rows))

@@ -1,0 +1,59 @@
+"""publish: the student, its cards and its SFT set into the local hub folder (and a hub, if asked)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.recipe import Recipe
+from pipeline.stage import StageContext, StageResult
+
+
+class PublishStage:
+    name = "publish"
+    version = "1"
+    needs = ("prompts", "generate", "curate", "train", "evaluate")
+    resumable = False
+
+    def config(self, recipe: Recipe) -> dict:
+        return {**recipe.publish.model_dump(), "recipe": recipe.name}
+
+    def lineage(self, ctx: StageContext) -> dict:
+        m = {name: out.manifest for name, out in ctx.inputs.items()}
+        recipe = ctx.recipe
+        rejected: dict[str, int] = {}
+        for name in ("prompts", "generate", "curate", "train"):
+            for reason, n in m[name]["rejected"].items():
+                rejected[f"{name}:{reason}"] = rejected.get(f"{name}:{reason}", 0) + n
+        return {
+            "recipe": recipe.name, "teacher": recipe.teacher.model, "student_base": recipe.train.student,
+            "method": recipe.train.method, "seed": recipe.seed,
+            "sampling": recipe.teacher.sampling.model_dump(),
+            "data_counts": {"prompts": m["prompts"]["kept"], "traces": m["generate"]["kept"],
+                            "curated": m["curate"]["kept"], "trained": m["train"]["kept"],
+                            "rejected": rejected},
+            "eval": m["evaluate"].get("results", {}),
+            "stage_keys": {name: mm["key"] for name, mm in m.items()},
+            "versions": m["train"].get("versions", {}),
+        }
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from students.publish import publish_student
+
+        recipe = ctx.recipe
+        cfg = recipe.publish
+        if not cfg.enabled:
+            return StageResult(rows=None, rows_in=0, already_written=True,
+                               extra={"counts": {"rows_in": 0, "kept": 0, "rejected": {}}})
+        repo_id = cfg.repo_id or f"{recipe.name}-student"
+        hub_dir = Path(cfg.hub_dir)
+        if not hub_dir.is_absolute():
+            hub_dir = ctx.store.root.resolve().parent / hub_dir
+        train = ctx.inputs["train"]
+        sft = train.to_pandas()
+        sft = sft[[c for c in ("row_id", "prompt_id", "prompt", "reasoning", "answer_text",
+                                "reference", "final_answer", "completion_tokens", "teacher") if c in sft]]
+        lineage = self.lineage(ctx)
+        info = publish_student(train.artefact("model"), sft, lineage, cfg, hub_dir, repo_id)
+        rows = pd.DataFrame([{"repo_id": repo_id, **info, "pushed": ", ".join(info["pushed"])}])
+        return StageResult(rows=rows, rows_in=1, extra={"published": info, "lineage": lineage})

@@ -1,0 +1,257 @@
+"""A real OpenAI-compatible chat-completions server for tests, on 127.0.0.1 at a free port.
+
+    with ChatServer(rules={"63 minus": Behaviour(mode="garbage")}) as srv:
+        HttpEndpointConfig(base_url=srv.base_url)       # http://127.0.0.1:PORT/v1
+        ...
+        srv.count("63 minus")                           # requests received for that prompt
+
+It answers `POST /v1/chat/completions` like vLLM or DeepSeek's API: deterministic answers
+(`answer_for`), `usage` counted in whitespace words (`count_tokens`), and the behaviour of the
+first rule whose key occurs in the last user message (else `default`):
+
+- mode "answer": content '<think>\\n...\\n</think>\\n\\nThe answer is \\\\boxed{42}.'
+- mode "reasoning": DeepSeek's `reasoning_content` + the answer as content; "reasoning_vllm":
+  vLLM's newer `reasoning` field.
+- mode "slow": waits `delay_s` first (past the client's timeout); "trickle": sends 200 and a blank
+  line every 50 ms for `delay_s` (DeepSeek's keep-alive), then the JSON.
+- mode "garbage" (non-JSON 200), "no_choices" (JSON without choices), "empty" (content "").
+- mode "status": `status` with an OpenAI error body carrying `message`.
+- `fail_first=N`: the first N requests for each prompt fail with `fail_with` (a status code,
+  sending `retry_after` as Retry-After when given; "drop": close without answering; "busy":
+  DeepSeek's 200 with finish_reason insufficient_system_resource), then the mode applies.
+- `api_key`: requests without `Authorization: Bearer <api_key>` get 401.
+
+Every request is recorded (`received`: prompt, JSON body, Authorization header, arrival time) and
+the most requests ever handled at once is `max_active`; `aborted` counts answers the client hung
+up on (seen within 50 ms in mode "trickle"). Waits end early when the server stops.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
+
+OPS = {"plus": ("+", lambda a, b: a + b), "minus": ("-", lambda a, b: a - b),
+       "times": ("*", lambda a, b: a * b)}
+
+
+@dataclass
+class Behaviour:
+    mode: str = "answer"
+    delay_s: float = 0.0
+    fail_first: int = 0
+    fail_with: int | str = 503
+    retry_after: str | None = None
+    status: int = 400
+    message: str = "This model's maximum context length is 16 tokens."
+
+
+@dataclass
+class Received:
+    prompt: str
+    body: dict | None
+    authorization: str | None
+    at: float = field(default_factory=time.monotonic)
+
+
+def solve(prompt: str) -> tuple[str, str]:
+    """(reasoning, final answer) for 'What is A plus|minus|times B?', else a fixed pair."""
+    m = re.search(r"What is (\d+) (plus|minus|times) (\d+)\?", prompt)
+    if not m:
+        return "There is no arithmetic question here, so I answer zero.", "0"
+    a, word, b = int(m[1]), m[2], int(m[3])
+    sym, fn = OPS[word]
+    return f"We need {a} {word} {b}.\n{a} {sym} {b} = {fn(a, b)}.", str(fn(a, b))
+
+
+def answer_for(prompt: str, mode: str = "answer") -> tuple[str, str | None]:
+    """(content, reasoning) the server sends for `prompt` in `mode`."""
+    reasoning, final = solve(prompt)
+    answer = f"The answer is \\boxed{{{final}}}."
+    if mode in ("reasoning", "reasoning_vllm"):
+        return answer, reasoning
+    return f"<think>\n{reasoning}\n</think>\n\n{answer}", None
+
+
+def count_tokens(*texts: str | None) -> int:
+    return sum(len(t.split()) for t in texts if t)
+
+
+def completion(body: dict, mode: str, finish_reason: str = "stop") -> dict:
+    messages = body.get("messages") or []
+    prompt = last_user(messages)
+    content, reasoning = answer_for(prompt, mode)
+    message = {"role": "assistant", "content": "" if mode == "empty" else content}
+    if reasoning is not None:
+        message["reasoning" if mode == "reasoning_vllm" else "reasoning_content"] = reasoning
+    return {
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": count_tokens(*(m.get("content") for m in messages)),
+                  "completion_tokens": count_tokens(content, reasoning),
+                  "total_tokens": 0},
+    }
+
+
+def last_user(messages: list) -> str:
+    users = [m.get("content", "") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    return users[-1] if users else ""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_POST(self) -> None:
+        owner = self.server.owner
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        prompt = last_user(body.get("messages", [])) if isinstance(body, dict) else ""
+        nth = owner._record(Received(prompt, body, self.headers.get("Authorization")))
+        try:
+            self._respond(owner, body, prompt, nth)
+        except (BrokenPipeError, ConnectionResetError):
+            owner._aborted()  # the client hung up mid-answer (its timeout, or a cancel)
+        finally:
+            owner._done()
+
+    def _respond(self, owner: ChatServer, body: dict | None, prompt: str, nth: int) -> None:
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            return self._json(404, {"error": {"message": f"Not found: {self.path}"}})
+        if owner.api_key and self.headers.get("Authorization") != f"Bearer {owner.api_key}":
+            return self._json(401, {"error": {"message": "Incorrect API key provided",
+                                              "type": "authentication_error"}})
+        if not isinstance(body, dict):
+            return self._json(400, {"error": {"message": "body is not JSON"}})
+        b = owner.behaviour(prompt)
+        if nth <= b.fail_first:
+            return self._fail(b, body)
+        if b.mode == "slow":
+            owner.stopping.wait(b.delay_s)
+        if b.mode == "trickle":
+            return self._trickle(owner, b, body)
+        if b.mode == "garbage":
+            return self._send(200, b"<html>502 Bad Gateway</html>", "text/html")
+        if b.mode == "no_choices":
+            return self._json(200, {"id": "chatcmpl-test", "object": "chat.completion"})
+        if b.mode == "status":
+            return self._json(b.status, {"error": {"message": b.message, "type": "invalid_request_error"}})
+        self._json(200, completion(body, b.mode))
+
+    def _fail(self, b: Behaviour, body: dict) -> None:
+        if b.fail_with == "drop":
+            self.close_connection = True
+            return
+        if b.fail_with == "busy":
+            return self._json(200, completion(body, "answer", "insufficient_system_resource"))
+        headers = {"Retry-After": b.retry_after} if b.retry_after is not None else {}
+        self._json(int(b.fail_with), {"error": {"message": "Server busy, try again"}}, headers)
+
+    def _trickle(self, owner: ChatServer, b: Behaviour, body: dict) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        end = time.monotonic() + b.delay_s
+        while time.monotonic() < end and not owner.stopping.wait(0.05):
+            self.wfile.write(b"\n")
+            self.wfile.flush()
+        self.wfile.write(json.dumps(completion(body, "answer")).encode())
+
+    def _json(self, status: int, obj: dict, headers: dict | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json", headers)
+
+    def _send(self, status: int, data: bytes, ctype: str, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: ChatServer
+
+
+class ChatServer:
+    """The server; `start()`/`stop()` or use it as a context manager."""
+
+    def __init__(self, default: Behaviour | None = None, rules: dict[str, Behaviour] | None = None,
+                 api_key: str | None = None):
+        self.default = default or Behaviour()
+        self.rules = rules or {}
+        self.api_key = api_key
+        self.received: list[Received] = []
+        self.max_active = 0
+        self.aborted = 0
+        self.stopping = threading.Event()
+        self._active = 0
+        self._per_prompt: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd.owner = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="chat-test-server", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def behaviour(self, prompt: str) -> Behaviour:
+        return next((b for key, b in self.rules.items() if key in prompt), self.default)
+
+    def count(self, contains: str = "") -> int:
+        with self._lock:
+            return sum(contains in r.prompt for r in self.received)
+
+    def _record(self, rec: Received) -> int:
+        """Record a request; returns how many requests this prompt has had, this one included."""
+        with self._lock:
+            self.received.append(rec)
+            self._active += 1
+            self.max_active = max(self.max_active, self._active)
+            self._per_prompt[rec.prompt] = self._per_prompt.get(rec.prompt, 0) + 1
+            return self._per_prompt[rec.prompt]
+
+    def _aborted(self) -> None:
+        with self._lock:
+            self.aborted += 1
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return self._active
+
+    def _done(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    def start(self) -> ChatServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -75,6 +75,10 @@ def check_columns(table: pd.DataFrame, needed: dict[str, str | None], source: st
                               fix=f"set {field} to one of those columns")
 
 
+def _missing(value: object) -> bool:
+    return value is None or (not isinstance(value, (list, dict)) and bool(pd.isna(value)))
+
+
 def stable_id(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -97,7 +101,7 @@ def load_prompts(cfg: "PromptsConfig", base_dir: Path | None = None) -> pd.DataF
     problem = table[cfg.problem_column].reset_index(drop=True)
     out["problem"] = problem.where(problem.notna(), "").astype(str)
     ref = table[cfg.answer_column].reset_index(drop=True) if cfg.answer_column else pd.Series([None] * len(out))
-    out["reference"] = ref.where(ref.notna(), None).map(lambda v: None if v is None else str(v))
+    out["reference"] = pd.Series([None if _missing(v) else str(v) for v in ref], dtype=object)
     ids = table[cfg.id_column].astype(str).reset_index(drop=True) if cfg.id_column else out["problem"].map(stable_id)
     out["prompt_id"] = ids
     reason = pd.Series([None] * len(out), dtype=object)

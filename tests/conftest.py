@@ -1,0 +1,15 @@
+"""Shared test setup: one model cache per session (tiny models are built in-process once)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def distill_home(tmp_path_factory) -> Path:
+    """A session-wide DISTILL_HOME so built models are shared by every test that needs them."""
+    home = Path(os.environ.get("DISTILL_TEST_HOME") or tmp_path_factory.mktemp("distill_home"))
+    os.environ["DISTILL_HOME"] = str(home)
+    return home

@@ -1,0 +1,159 @@
+"""The smoke recipe end to end through the real CLI: real vLLM (CPU), Ray, training, publishing.
+
+One run is shared by the module's tests (engine starts cost ~20-40 s each on 2 cores).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import REPO, run_cli
+from pipeline import open_run
+
+SMOKE = REPO / "workflows" / "recipes" / "smoke.yaml"
+STAGES = ["prompts", "generate", "curate", "train", "evaluate", "publish"]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, distill_home):
+    work = tmp_path_factory.mktemp("smoke")
+    proc = run_cli(["run", str(SMOKE), "--run-dir", str(work / "run")], home=distill_home, cwd=work)
+    return work, proc
+
+
+def test_every_stage_ran_and_wrote_parquet_and_manifest(smoke_run):
+    work, proc = smoke_run
+    for name in STAGES:
+        assert f"{name}" in proc.stdout and "ran" in proc.stdout
+    run = open_run(work / "run")
+    for name in STAGES:
+        out = run.stage(name)
+        m = out.manifest
+        assert m["stage"] == name and out.path.name == f"{name}-{m['key'][:12]}"
+        assert m["rows_in"] == m["kept"] + sum(m["rejected"].values()), name
+        kept, rejected = out.to_pandas(), out.to_pandas(rejected=True)
+        assert len(kept) == m["kept"] and len(rejected) == sum(m["rejected"].values())
+        assert pd.read_parquet(out.path / "data").shape[0] == m["kept"]  # plain pandas works too
+        if len(rejected):
+            assert rejected["reject_reason"].notna().all()
+    prompts, gen = run.stage("prompts").manifest, run.stage("generate").manifest
+    assert prompts["kept"] == 24
+    assert gen["rows_in"] == 24 * 2 and gen["prompts"] == 24
+    traces = run.stage("generate").to_pandas()
+    assert {"prompt_id", "sample_index", "text", "prompt_tokens", "completion_tokens",
+            "finish_reason"} <= set(traces.columns)
+    assert not traces[["prompt_id", "sample_index"]].duplicated().any()
+    assert (traces["completion_tokens"] > 0).all()
+    assert set(traces["finish_reason"]) <= {"stop", "length"}
+    ds = run.stage("curate").to_dataset()
+    assert ds.num_rows == run.stage("curate").manifest["kept"]
+
+
+def test_evaluation_reports_both_models_with_interval(smoke_run):
+    work, proc = smoke_run
+    results = open_run(work / "run").stage("evaluate").manifest["results"]
+    assert set(results) == {"student", "base"}
+    for model in results.values():
+        r = model["arithmetic_test"]
+        assert r["questions"] == 8 and r["samples_per_question"] == 2
+        assert 0.0 <= r["ci95_low"] <= r["pass@1"] <= r["ci95_high"] <= 1.0
+    assert "pass@1" in proc.stdout
+
+
+def test_published_folder_loads_with_transformers(smoke_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    work, _ = smoke_run
+    folder = work / "hub" / "smoke-student"
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert model.config.num_hidden_layers == 2
+    assert tok.chat_template
+    assert list(folder.glob("*.safetensors"))
+    card = (folder / "README.md").read_text()
+    assert "tiny-llama" in card and "arithmetic_test" in card and "base_model:" in card
+    lineage = json.loads((folder / "lineage.json").read_text())
+    assert lineage["data_counts"]["prompts"] == 24
+    assert lineage["data_counts"]["traces"] == 48
+    data = pd.read_parquet(work / "hub" / "smoke-student-data" / "data")
+    assert len(data) == lineage["data_counts"]["trained"]
+
+
+def test_report_plots_exist(smoke_run):
+    work, _ = smoke_run
+    for name in ("funnel.png", "lengths.png", "pass_rates.png", "summary.md"):
+        assert (work / "run" / "report" / name).stat().st_size > 0
+
+
+def test_status_and_show(smoke_run, distill_home):
+    work, _ = smoke_run
+    status = run_cli(["status", str(work / "run")], home=distill_home, cwd=work).stdout
+    for name in STAGES:
+        assert name in status
+    assert "done" in status and "not done" not in status
+    shown = run_cli(["show", str(work / "run"), "generate", "--limit", "3"], home=distill_home, cwd=work).stdout
+    assert "prompt_id" in shown and "(48 rows)" in shown
+
+
+def test_rerun_runs_nothing(smoke_run, distill_home):
+    work, _ = smoke_run
+    again = run_cli(["run", str(SMOKE), "--run-dir", str(work / "run")], home=distill_home, cwd=work).stdout
+    lines = [line for line in again.splitlines() if line.split()[:1] and line.split()[0] in STAGES]
+    assert len(lines) == len(STAGES)
+    assert all(line.split()[1] == "skipped" for line in lines), again
+
+
+def test_changed_curate_setting_reruns_from_curate(smoke_run, distill_home):
+    work, _ = smoke_run
+    before = open_run(work / "run").stage("generate").manifest["finished_at"]
+    out = run_cli(["run", str(SMOKE), "--run-dir", str(work / "run"),
+                   "--set", "curate.filters.too_short.min_tokens=5"], home=distill_home, cwd=work).stdout
+    status = {line.split()[0]: line.split()[1] for line in out.splitlines()
+              if line.split()[:1] and line.split()[0] in STAGES}
+    assert status == {"prompts": "skipped", "generate": "skipped", "curate": "ran",
+                      "train": "ran", "evaluate": "ran", "publish": "ran"}
+    run = open_run(work / "run")
+    assert run.stage("generate").manifest["finished_at"] == before
+    assert run.stage("curate").manifest["config"]["filters"]["too_short"]["min_tokens"] == 5
+
+
+def test_kill_during_generate_then_resume(tmp_path, distill_home):
+    """SIGKILL the whole process group once some shards exist; the re-run finishes with every
+    (prompt, sample) exactly once and reuses the finished shards."""
+    run_dir = tmp_path / "run"
+    args = ["run", str(SMOKE), "--run-dir", str(run_dir), "--set", "prompts.limit=160",
+            "--set", "evaluate.enabled=false", "--set", "publish.enabled=false"]
+    env = {**os.environ, "DISTILL_HOME": str(distill_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    shards: list[Path] = []
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            shards = [p for p in run_dir.glob("generate-*/shards/*.parquet") if not p.name.startswith(".")]
+            if shards:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert shards, "no shard was written before the deadline"
+    assert not list(run_dir.glob("generate-*/manifest.json")), "killed too late: generate finished"
+    run_cli(args, home=distill_home, cwd=tmp_path)
+    gen = open_run(run_dir).stage("generate")
+    m = gen.manifest
+    assert 0 < m["resumed_rows"] < 320
+    assert m["resumed_rows"] + m["generated_rows"] == 320
+    traces = gen.to_pandas()
+    assert len(traces) == 320
+    assert not traces[["prompt_id", "sample_index"]].duplicated().any()
+    assert traces.groupby("prompt_id").size().eq(2).all()

@@ -1,0 +1,305 @@
+"""Exact and near-duplicate flags over one text column: flag, don't drop.
+
+    cfg = DedupeConfig(columns=["problem"], threshold=0.8)
+    for col in cfg.columns:
+        reasons = flag_duplicates(df, cfg, column=col)   # pd.Series: None = kept
+    ds = dedupe_ray(ray_ds, cfg, column="problem", id_column="id")   # adds `dedupe_reason`
+    use_ray(cfg, n_rows)                                  # which of the two `distributed` asks for
+
+Exact: rows whose normalised text is equal (lowercased, split on whitespace: case and spacing
+are ignored, punctuation is not; see data.minhash) form a group; one row is kept. Near: MinHash
+over `ngram` word (or byte) shingles and LSH with `bands` x `rows` (from `threshold` and
+`num_perm` by datasketch's rule) give candidate pairs: each LSH bucket's rows paired with the
+bucket's first row (by order). With `verify`, pairs whose estimated Jaccard is below `threshold`
+are dropped. Pairs are moved onto the rows kept by exact dedupe and clustered as connected
+components (union-find). In every exact group and near cluster one row is kept by `keep`
+("first": smallest order, i.e. `order_column` then position, or `id_column` on Ray;
+"longest"/"shortest": most/fewest characters, ties to the first); the others get
+"duplicate_exact" / "duplicate_near".
+
+On Ray: `map_batches` sketches each batch and emits one row per text for its exact key and one
+per (text, band) for its bucket; one shuffle (`groupby(part).map_groups`) brings equal keys
+together, where the same code as the one-process path turns them into pairs; the pairs (few)
+are clustered on the driver, and a last `map_batches` adds `dedupe_reason` by id. The input is
+read twice (sketch, then attach); the flagged ids must fit in the driver's memory. The result
+equals `flag_duplicates(df, cfg, column=..., order_column=id_column)` on the same rows.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from data.minhash import Sketch, band_keys, estimated_jaccard, optimal_bands, sketch
+
+REASON_EXACT, REASON_NEAR = "duplicate_exact", "duplicate_near"
+
+
+class DedupeConfig(BaseModel):
+    """How to find duplicates; the integrator runs it once per entry of `columns`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exact: bool = Field(True, description="Flag rows whose normalised text equals a kept row's.")
+    near: bool = Field(True, description="Flag rows whose MinHash Jaccard with a kept row is high.")
+    columns: list[str] = Field(default_factory=lambda: ["problem"], min_length=1,
+                               description="Text columns to dedupe over, each on its own, e.g. "
+                               "['problem'] for prompts, ['answer_text'] for responses.")
+    threshold: float = Field(0.8, gt=0.0, le=1.0,
+                             description="Jaccard similarity of shingle sets that counts as near.")
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations per text.")
+    shingle: Literal["word", "char"] = Field("word", description="Shingle unit: words or bytes.")
+    ngram: int = Field(5, ge=1, le=64, description="Units per shingle: 5 words (about 25 bytes of "
+                       "text; use ~9 with shingle='char').")
+    bands: int | None = Field(None, ge=1, description="LSH bands; None: datasketch's optimum.")
+    rows: int | None = Field(None, ge=1, description="Signature rows per band; with `bands`.")
+    verify: bool = Field(False, description="Drop LSH pairs whose estimated Jaccard < threshold "
+                         "before clustering: fewer chained merges, but misses about a third of "
+                         "the pairs just above threshold that LSH finds (datasketch: no check).")
+    seed: int = Field(0, ge=0, description="Seed of the shingle hash and the permutations.")
+    keep: Literal["first", "longest", "shortest"] = Field(
+        "first", description="Which row of a duplicate group is kept.")
+    distributed: Literal["auto", "never", "always"] = Field(
+        "auto", description="Run on Ray Data: 'auto' when rows exceed local_max_rows.")
+    local_max_rows: int = Field(2_000_000, ge=1, description="'auto' stays in one process up to "
+                                "this many rows (signatures take 4*num_perm bytes a row).")
+    threads: int = Field(1, ge=1, le=256, description="Threads for signatures in one process "
+                         "(results do not depend on it); Ray tasks use one each.")
+
+    @model_validator(mode="after")
+    def _check_bands(self) -> DedupeConfig:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("set both `bands` and `rows`, or neither (derived from threshold)")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands*rows = {self.bands * self.rows} exceeds num_perm = "
+                             f"{self.num_perm}; lower them or raise num_perm")
+        return self
+
+    def lsh_params(self) -> tuple[int, int]:
+        """(bands, rows): the given ones, or the optimum for threshold and num_perm."""
+        if self.bands is not None:
+            return self.bands, self.rows
+        return _optimal_bands(self.threshold, self.num_perm)
+
+
+@lru_cache(maxsize=32)
+def _optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    return optimal_bands(threshold, num_perm)
+
+
+def use_ray(cfg: DedupeConfig, n_rows: int) -> bool:
+    """Whether `cfg.distributed` asks for dedupe_ray for a set of n_rows."""
+    return cfg.distributed == "always" or (cfg.distributed == "auto" and n_rows > cfg.local_max_rows)
+
+
+# -- array steps shared by the one-process and the Ray paths ------------------------------------
+
+def _rank(values: Any) -> np.ndarray:
+    """0..n-1 by (value, position)."""
+    codes, _ = pd.factorize(pd.Series(values), sort=True)
+    order = np.lexsort((np.arange(len(codes)), codes))
+    rank = np.empty(len(codes), dtype=np.int64)
+    rank[order] = np.arange(len(codes))
+    return rank
+
+
+def _primary(lengths: np.ndarray, keep: str) -> np.ndarray:
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return {"first": np.zeros_like(lengths), "longest": -lengths, "shortest": lengths}[keep]
+
+
+def pick(groups: list[np.ndarray], primary: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For each row, the index of the row kept in its group (equal `groups` values): the row
+    with the smallest (primary, rank). One argsort of a combined key finds the few rows that
+    share a group; only those are sorted on every field."""
+    n = len(rank)
+    coarse = np.zeros(n, dtype=np.uint64)
+    for g in groups:
+        coarse = coarse * np.uint64(0x9E3779B97F4A7C15) + np.asarray(g).astype(np.uint64)
+    order = np.argsort(coarse)  # ties are re-sorted exactly below
+    same = coarse[order[1:]] == coarse[order[:-1]]
+    shared = np.zeros(n, dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    out = np.arange(n)
+    sub = order[shared]
+    if len(sub):
+        out[sub] = sub[_pick_sorted([np.asarray(g)[sub] for g in groups], primary[sub], rank[sub])]
+    return out
+
+
+def _pick_sorted(groups: list[np.ndarray], primary: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    n = len(rank)
+    order = np.lexsort((rank, primary, *groups[::-1]))
+    new = np.zeros(n, dtype=bool)
+    new[:1] = True
+    for g in groups:
+        s = g[order]
+        new[1:] |= s[1:] != s[:-1]
+    out = np.empty(n, dtype=np.int64)
+    out[order] = order[np.flatnonzero(new)][np.cumsum(new) - 1]
+    return out
+
+
+def clusters(u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+    """Connected-component label of each of n nodes given undirected edges (union-find)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(u), dtype=np.int8), (u, v)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def bucket_rows(sk: Sketch, cfg: DedupeConfig) -> dict[str, np.ndarray]:
+    """The rows the grouping step reads: one per text for its exact key (band -1, keys ek0/ek1)
+    and one per (text, band) for its LSH bucket key; `doc` is the text's index in `sk`."""
+    n = len(sk.lengths)
+    parts = []
+    if cfg.exact:
+        parts.append((np.full(n, -1), sk.exact_keys[:, 0], sk.exact_keys[:, 1], np.arange(n)))
+    if cfg.near:
+        bands, rows = cfg.lsh_params()
+        keys = band_keys(sk.signatures, bands, rows)
+        parts.append((np.tile(np.arange(bands), n), keys.ravel(),
+                      np.zeros(n * bands, np.uint64), np.repeat(np.arange(n), bands)))
+    return {name: np.concatenate([p[i] for p in parts])
+            for i, name in enumerate(("band", "key", "key2", "doc"))}
+
+
+def bucket_pairs(rows: dict[str, np.ndarray], rank: np.ndarray, primary: np.ndarray,
+                 sig: np.ndarray | None, cfg: DedupeConfig) -> tuple[np.ndarray, ...]:
+    """(u, v, exact) doc pairs from rows grouped on (band, key, key2): each exact group's dropped
+    texts v with its kept text u (by `keep`), and each LSH bucket's texts v with the bucket's
+    first text u (verified by estimated Jaccard when cfg.verify). rank/primary are per doc."""
+    doc = rows["doc"]
+    exact_row = rows["band"] == -1
+    first = pick([rows["band"], rows["key"], rows["key2"]],
+                 np.where(exact_row, primary[doc], 0), rank[doc])
+    moved = np.flatnonzero(first != np.arange(len(doc)))
+    u, v, ex = doc[first[moved]], doc[moved], exact_row[moved]
+    if cfg.verify and sig is not None:
+        ok = ex.copy()
+        ok[~ex] = estimated_jaccard(sig[u[~ex]], sig[v[~ex]]) >= cfg.threshold
+        u, v, ex = u[ok], v[ok], ex[ok]
+    return u, v, ex
+
+
+def resolve(u: np.ndarray, v: np.ndarray, exact: np.ndarray, primary: np.ndarray,
+            rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(reasons, kept) per node from the pairs: exact duplicates point at their kept text; near
+    pairs, moved onto kept texts, are clustered (union-find) and one text per cluster is kept
+    (by keep). kept[i] is the node kept in i's group (i itself for kept nodes)."""
+    n = len(rank)
+    nodes = np.arange(n)
+    rep = nodes.copy()
+    rep[v[exact]] = u[exact]
+    nu, nv = rep[u[~exact]], rep[v[~exact]]
+    kept = pick([clusters(nu[nu != nv], nv[nu != nv], n)], primary, rank)
+    reasons = np.full(n, None, dtype=object)
+    reasons[(kept != nodes) & (rep == nodes)] = REASON_NEAR
+    reasons[rep != nodes] = REASON_EXACT
+    return reasons, kept[rep]
+
+
+# -- one process ---------------------------------------------------------------------------------
+
+def _sketch(texts: Any, cfg: DedupeConfig, column: str, threads: int = 1) -> Sketch:
+    try:
+        return sketch(texts, num_perm=cfg.num_perm, ngram=cfg.ngram, shingle=cfg.shingle,
+                      seed=cfg.seed, exact=cfg.exact, near=cfg.near, threads=threads)
+    except TypeError as e:
+        raise TypeError(f"dedupe column {column!r}: {e}") from None
+
+
+def duplicate_groups(df: pd.DataFrame, cfg: DedupeConfig, *, column: str,
+                     order_column: str | None = None) -> pd.DataFrame:
+    """Per row of df: `dedupe_reason` (see flag_duplicates) and `dedupe_kept`, the index label
+    of the row kept in its duplicate group (the row itself when it is kept and has no twins)."""
+    for name in (column, order_column):
+        if name is not None and name not in df.columns:
+            raise ValueError(f"dedupe column {name!r} is not in the data (columns: "
+                             f"{list(df.columns)}); fix DedupeConfig.columns or the caller")
+    if order_column is not None and df[order_column].isna().any():
+        raise ValueError(f"order column {order_column!r} has nulls (row "
+                         f"{df.index[df[order_column].isna()][0]!r}); fill them first")
+    sk = _sketch(df[column], cfg, column, cfg.threads)
+    rank = _rank(df[order_column]) if order_column is not None else np.arange(len(df))
+    primary = _primary(sk.lengths, cfg.keep)
+    u, v, ex = bucket_pairs(bucket_rows(sk, cfg), rank, primary, sk.signatures, cfg)
+    reasons, kept = resolve(u, v, ex, primary, rank)
+    return pd.DataFrame({"dedupe_reason": pd.Series(reasons, index=df.index, dtype=object),
+                         "dedupe_kept": df.index[kept]}, index=df.index)
+
+
+def flag_duplicates(df: pd.DataFrame, cfg: DedupeConfig, *, column: str,
+                    order_column: str | None = None) -> pd.Series:
+    """"duplicate_exact" / "duplicate_near" for rows whose text in `column` duplicates a kept
+    row's, None for kept rows; same index as df. Rows are ordered by order_column, then position."""
+    return duplicate_groups(df, cfg, column=column, order_column=order_column)["dedupe_reason"]
+
+
+# -- Ray Data ------------------------------------------------------------------------------------
+
+def _ray_rows(batch: pd.DataFrame, cfg: DedupeConfig, column: str, id_column: str,
+              parts: int) -> dict[str, np.ndarray]:
+    """Sketch a batch and emit its bucket rows (with ids, lengths, signatures per row)."""
+    sk = _sketch(batch[column], cfg, column)
+    rows = bucket_rows(sk, cfg)
+    doc = rows.pop("doc")
+    out = rows | {"id": batch[id_column].to_numpy()[doc], "length": sk.lengths[doc],
+                  "part": (rows["key"] % np.uint64(parts)).astype(np.int64)}
+    if cfg.near and cfg.verify:
+        out["sig"] = sk.signatures[doc]
+    return out
+
+
+def _ray_pairs(batch: dict[str, np.ndarray], cfg: DedupeConfig) -> dict[str, np.ndarray]:
+    """One shuffle partition: its pairs as ids, with the lengths the driver's keep rule needs."""
+    rows = {k: batch[k] for k in ("band", "key", "key2")} | {"doc": np.arange(len(batch["id"]))}
+    u, v, ex = bucket_pairs(rows, _rank(batch["id"]), _primary(batch["length"], cfg.keep),
+                            batch.get("sig"), cfg)
+    ids, length = batch["id"], batch["length"]
+    return {"u": ids[u], "v": ids[v], "u_len": length[u], "v_len": length[v], "exact": ex}
+
+
+def _ray_attach(batch: pd.DataFrame, reasons: Any, id_column: str) -> pd.DataFrame:
+    import ray
+
+    table = ray.get(reasons) if isinstance(reasons, ray.ObjectRef) else reasons
+    found = batch[id_column].map(table)
+    return batch.assign(dedupe_reason=found.astype(object).where(found.notna(), None))
+
+
+def _reasons_on_driver(pairs: pd.DataFrame, keep: str) -> pd.Series:
+    """Reason per flagged id, from all partitions' pairs (ids are ranked by value)."""
+    if pairs.empty:
+        return pd.Series([], dtype=object)
+    ids, inv = np.unique(np.concatenate([pairs["u"], pairs["v"]]), return_inverse=True)
+    e = len(pairs)
+    lengths = np.zeros(len(ids), dtype=np.int64)
+    lengths[inv[:e]], lengths[inv[e:]] = pairs["u_len"], pairs["v_len"]
+    reasons, _ = resolve(inv[:e], inv[e:], pairs["exact"].to_numpy(bool),
+                         _primary(lengths, keep), np.arange(len(ids)))
+    flagged = reasons != None
+    return pd.Series(reasons[flagged], index=ids[flagged], dtype=object)
+
+
+def dedupe_ray(ds: Any, cfg: DedupeConfig, *, column: str, id_column: str,
+               partitions: int | None = None) -> Any:
+    """`ds` (a ray.data.Dataset with unique `id_column`) plus a `dedupe_reason` column, equal to
+    flag_duplicates(df, cfg, column=column, order_column=id_column) on the same rows.
+    `partitions`: shuffle partitions (default: one per 200k rows)."""
+    import ray
+
+    parts = partitions or max(1, -(-ds.count() // 200_000))
+    pairs = ds.select_columns([id_column, column]).map_batches(
+        _ray_rows, batch_format="pandas",
+        fn_kwargs={"cfg": cfg, "column": column, "id_column": id_column, "parts": parts},
+    ).groupby("part", num_partitions=parts).map_groups(
+        _ray_pairs, batch_format="numpy", fn_kwargs={"cfg": cfg}).to_pandas()
+    table = _reasons_on_driver(pairs, cfg.keep)
+    return ds.map_batches(_ray_attach, batch_format="pandas",
+                          fn_kwargs={"reasons": ray.put(table), "id_column": id_column})

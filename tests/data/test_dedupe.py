@@ -1,0 +1,223 @@
+"""Exact and near-duplicate flags: rules, MinHash accuracy, LSH parameters, Ray equals local."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data import minhash
+from data.dedupe import DedupeConfig, duplicate_groups, flag_duplicates, use_ray
+from data.minhash import estimated_jaccard, optimal_bands, sketch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _words(rng: np.random.Generator, n: int) -> list[str]:
+    return [f"w{i}" for i in rng.integers(0, 1_000_000, n)]
+
+
+def _shingle_set(words: list[str], n: int = 5) -> set[tuple[str, ...]]:
+    return {tuple(words[i: i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_exact_ignores_case_and_spacing_but_not_punctuation():
+    df = pd.DataFrame({"problem": ["Compute 3+4.", "compute   3+4.", "Compute 3*4.",
+                                   "COMPUTE\n3+4.", None, "", "x"]},
+                      index=["a", "b", "c", "d", "e", "f", "g"])
+    reasons = flag_duplicates(df, DedupeConfig(near=False), column="problem")
+    assert reasons.index.equals(df.index)
+    assert reasons.to_dict() == {"a": None, "b": "duplicate_exact", "c": None,
+                                 "d": "duplicate_exact", "e": None, "f": "duplicate_exact",
+                                 "g": None}
+
+
+def test_keep_rules_pick_first_longest_shortest():
+    df = pd.DataFrame({"t": ["same text here", "SAME  text   here", "same text here ",
+                             "other"], "order": [3, 1, 2, 0]})
+    cfg = DedupeConfig(near=False)
+    assert flag_duplicates(df, cfg, column="t").isna().tolist() == [True, False, False, True]
+    by_order = flag_duplicates(df, cfg, column="t", order_column="order")
+    assert by_order.isna().tolist() == [False, True, False, True]
+    longest = flag_duplicates(df, cfg.model_copy(update={"keep": "longest"}), column="t")
+    assert longest.isna().tolist() == [False, True, False, True]
+    shortest = duplicate_groups(df, cfg.model_copy(update={"keep": "shortest"}), column="t")
+    assert shortest["dedupe_reason"].isna().tolist() == [True, False, False, True]
+    assert shortest["dedupe_kept"].tolist() == [0, 0, 0, 3]
+
+
+def test_near_duplicates_flagged_and_unrelated_texts_kept():
+    rng = np.random.default_rng(0)
+    base = [_words(rng, 120) for _ in range(40)]
+    texts = [" ".join(w) for w in base]
+    edited = list(base[3])
+    edited[60] = "changed"          # one word: 5 of 116 shingles differ, Jaccard 0.92
+    texts.append(" ".join(edited))
+    shuffled = list(base[5])
+    rng.shuffle(shuffled)           # same words, different order: shingles differ
+    texts.append(" ".join(shuffled))
+    df = pd.DataFrame({"text": texts})
+    groups = duplicate_groups(df, DedupeConfig(), column="text")
+    flagged = groups.index[groups["dedupe_reason"].notna()].tolist()
+    assert flagged == [40]
+    assert groups.loc[40, "dedupe_reason"] == "duplicate_near"
+    assert groups.loc[40, "dedupe_kept"] == 3
+
+
+def test_exact_duplicate_of_a_near_duplicate_joins_its_cluster():
+    rng = np.random.default_rng(1)
+    w = _words(rng, 100)
+    near = list(w)
+    near[50] = "zz"
+    texts = [" ".join(w), " ".join(near), " ".join(near).upper()]
+    groups = duplicate_groups(pd.DataFrame({"t": texts}), DedupeConfig(), column="t")
+    assert groups["dedupe_reason"].tolist() == [None, "duplicate_near", "duplicate_exact"]
+    assert groups["dedupe_kept"].tolist() == [0, 0, 0]
+
+
+def test_real_r1_traces_problems_repeat_and_responses_do_not():
+    fixtures = REPO / "tests" / "fixtures" / "r1traces"
+    df = pd.concat([pd.read_json(f, lines=True) for f in sorted(fixtures.glob("*.jsonl"))],
+                   ignore_index=True)
+    assert flag_duplicates(df, DedupeConfig(), column="problem").value_counts().to_dict() == {
+        "duplicate_exact": 20}
+    words = df.loc[3, "full_response"].split(" ")
+    words[len(words) // 2] = "CHANGED"
+    resubmitted = pd.concat([df, pd.DataFrame({"full_response": [" ".join(words[:-20])]})],
+                            ignore_index=True)
+    reasons = flag_duplicates(resubmitted, DedupeConfig(), column="full_response")
+    assert reasons.to_dict() == {**{i: None for i in range(40)}, 40: "duplicate_near"}
+
+
+def test_minhash_estimate_is_unbiased_with_the_theoretical_spread():
+    rng = np.random.default_rng(2)
+    errors, theory = [], []
+    for _ in range(150):
+        a = _words(rng, 150)
+        b = list(a)
+        for i in rng.choice(150, int(rng.integers(1, 12)), replace=False):
+            b[i] = "x" + b[i]
+        sk = sketch([" ".join(a), " ".join(b)], num_perm=128, near=True, exact=False)
+        sa, sb = _shingle_set(a), _shingle_set(b)
+        j = len(sa & sb) / len(sa | sb)
+        errors.append(estimated_jaccard(sk.signatures[0], sk.signatures[1]) - j)
+        theory.append(np.sqrt(j * (1 - j) / 128))
+    errors = np.array(errors)
+    assert abs(errors.mean()) < 0.01
+    assert 0.75 < errors.std() / np.sqrt(np.mean(np.square(theory))) < 1.25
+
+
+def test_optimal_bands_match_datasketch():
+    from datasketch import MinHashLSH
+
+    for threshold, num_perm in [(0.8, 128), (0.5, 128), (0.9, 256), (0.7, 64)]:
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        assert optimal_bands(threshold, num_perm) == (lsh.b, lsh.r)
+
+
+def test_words_never_run_across_text_borders_and_chunks_do_not_matter(monkeypatch):
+    texts = ["alpha beta", "gamma", "delta epsilon zeta", "", "eta theta iota kappa lambda mu",
+             "a-very-long-token-that-runs-past-sixty-four-bytes-of-text-without-any-space-x",
+             "a-very-long-token-that-runs-past-sixty-four-bytes-of-text-without-any-space-y",
+             "ÉCOLE straße", "école STRASSE", "école straße"]
+    whole = sketch(texts)
+    alone = [sketch([t]) for t in texts]
+    assert np.array_equal(whole.exact_keys, np.concatenate([s.exact_keys for s in alone]))
+    assert np.array_equal(whole.signatures, np.concatenate([s.signatures for s in alone]))
+    assert not np.array_equal(sketch(["alphabeta"]).exact_keys[0], whole.exact_keys[0])
+    keys = [tuple(k) for k in whole.exact_keys]
+    assert keys[5] != keys[6] and keys[7] == keys[9] and keys[8] != keys[9]
+    assert whole.lengths.tolist() == [len(t) for t in texts]
+    monkeypatch.setattr(minhash, "_TEXT_CHUNK_BYTES", 16)
+    for threads in (1, 3):
+        small = sketch(texts, threads=threads)
+        assert np.array_equal(small.exact_keys, whole.exact_keys)
+        assert np.array_equal(small.signatures, whole.signatures)
+
+
+def test_short_texts_and_char_shingles():
+    df = pd.DataFrame({"t": ["two words", "two words", "two other", "x"]})
+    assert flag_duplicates(df, DedupeConfig(exact=False), column="t").tolist() == [
+        None, "duplicate_near", None, None]
+    rng = np.random.default_rng(3)
+    text = " ".join(_words(rng, 80))
+    typo = text[:200] + "Q" + text[201:]
+    cfg = DedupeConfig(shingle="char", ngram=9)
+    out = flag_duplicates(pd.DataFrame({"t": [text, typo, text[::-1]]}), cfg, column="t")
+    assert out.tolist() == [None, "duplicate_near", None]
+
+
+def test_bad_input_and_config_errors_name_the_fix():
+    df = pd.DataFrame({"problem": ["a", "b"], "n": [1, 2]})
+    with pytest.raises(ValueError, match="'answer_text'"):
+        flag_duplicates(df, DedupeConfig(), column="answer_text")
+    with pytest.raises(TypeError, match="'n'"):
+        flag_duplicates(df, DedupeConfig(), column="n")
+    with pytest.raises(ValueError, match="both `bands` and `rows`"):
+        DedupeConfig(bands=4)
+    with pytest.raises(ValueError, match="exceeds num_perm"):
+        DedupeConfig(bands=20, rows=10)
+    with pytest.raises(ValueError):
+        DedupeConfig(treshold=0.7)
+    assert DedupeConfig(bands=4, rows=8).lsh_params() == (4, 8)
+
+
+def test_use_ray_follows_distributed():
+    assert not use_ray(DedupeConfig(), 1000)
+    assert use_ray(DedupeConfig(), 3_000_000)
+    assert use_ray(DedupeConfig(distributed="always"), 10)
+    assert not use_ray(DedupeConfig(distributed="never"), 10**9)
+
+
+def test_bench_quick_runs_and_reports_ratio_last():
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "dedupe.py"), "--quick"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("ratio ours/datasketch docs/s:")
+    recalls = [float(x) for x in re.findall(r"recall (\d\.\d+) \(of", out)]
+    assert len(recalls) >= 3 and min(recalls) > 0.5
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_dedupe_ray_equals_one_process(ray_local):
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(150):
+        w = _words(rng, int(rng.integers(20, 90)))
+        rows.append(" ".join(w))
+        if i % 4 == 0:
+            rows.append("  ".join(w).upper() + " ")                       # exact, longer
+        if i % 5 == 0:
+            rows.append(" ".join(w[:10] + ["changed"] + w[11:]))         # near
+    rows += ["", "", "tiny", "tiny"]
+    order = rng.permutation(len(rows))
+    df = pd.DataFrame({"id": [f"doc-{i:04d}" for i in range(len(rows))],
+                       "text": [rows[i] for i in order]})
+    cfg = DedupeConfig(columns=["text"], keep="longest")
+    local = flag_duplicates(df, cfg, column="text", order_column="id")
+    assert (local == "duplicate_exact").sum() >= 40 and (local == "duplicate_near").sum() >= 10
+    out = dedupe_ray_to_pandas(ray_local, df, cfg)
+    assert out["dedupe_reason"].tolist() == local.tolist()
+
+
+def dedupe_ray_to_pandas(ray, df: pd.DataFrame, cfg: DedupeConfig) -> pd.DataFrame:
+    from data.dedupe import dedupe_ray
+
+    third = len(df) // 3
+    ds = ray.data.from_pandas([df.iloc[:third], df.iloc[third: 2 * third], df.iloc[2 * third:]])
+    out = dedupe_ray(ds, cfg, column="text", id_column="id", partitions=2).to_pandas()
+    out = out.sort_values("id").reset_index(drop=True)
+    out["dedupe_reason"] = out["dedupe_reason"].astype(object).where(out["dedupe_reason"].notna(),
+                                                                     None)
+    return out

@@ -24,6 +24,7 @@ from data.dedupe import DedupeConfig
 from data.filters import FilterConfig
 from data.selection import SelectionConfig
 from data.verify import VerifyConfig
+from teachers.config import TeacherConfig
 
 
 class ParseConfig(BaseModel):
@@ -53,6 +54,9 @@ class CurateConfig(BaseModel):
     dedupe_responses: DedupeConfig | None = Field(default_factory=_response_dedupe,
                                                   description="Dedupe over responses (null: off).")
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    judge_teacher: TeacherConfig | None = Field(None, description=(
+        "The model asked by the judge verifier (verify.method: judge or verify.judge.enabled), "
+        "e.g. DeepSeek-V3 over HTTP; sampling.max_tokens can be small."))
 
 
 def _set(reasons: pd.Series, new: pd.Series) -> None:

@@ -14,6 +14,7 @@ first rule whose key occurs in the last user message (else `default`):
   vLLM's newer `reasoning` field.
 - mode "slow": waits `delay_s` first (past the client's timeout); "trickle": sends 200 and a blank
   line every 50 ms for `delay_s` (DeepSeek's keep-alive), then the JSON.
+- mode "judge": acts as a judge model on data.verify's judge prompt (YES/NO, see judge_verdict).
 - mode "garbage" (non-JSON 200), "no_choices" (JSON without choices), "empty" (content "").
 - mode "status": `status` with an OpenAI error body carrying `message`.
 - `fail_first=N`: the first N requests for each prompt fail with `fail_with` (a status code,
@@ -68,8 +69,25 @@ def solve(prompt: str) -> tuple[str, str]:
     return f"We need {a} {word} {b}.\n{a} {sym} {b} = {fn(a, b)}.", str(fn(a, b))
 
 
+def judge_verdict(prompt: str) -> str:
+    """Mode "judge": compare the reference and the student's answer in a judge prompt (case,
+    spaces and \\text{} ignored) and answer YES or NO on the last line, as a judge model would."""
+    ref = re.search(r"Reference answer:\n(.*?)\n\n", prompt, re.S)
+    ans = re.search(r"Student's final answer:\n(.*?)\n\n", prompt, re.S)
+    if not ref or not ans:
+        return "I cannot tell.\nNO"
+
+    def norm(text: str) -> str:
+        return re.sub(r"\\text\{([^}]*)\}", r"\1", text).replace(" ", "").lower()
+
+    same = norm(ref.group(1)) == norm(ans.group(1))
+    return f"<think>\nComparing the two answers.\n</think>\n\n{'YES' if same else 'NO'}"
+
+
 def answer_for(prompt: str, mode: str = "answer") -> tuple[str, str | None]:
     """(content, reasoning) the server sends for `prompt` in `mode`."""
+    if mode == "judge":
+        return judge_verdict(prompt), None
     reasoning, final = solve(prompt)
     answer = f"The answer is \\boxed{{{final}}}."
     if mode in ("reasoning", "reasoning_vllm"):

@@ -1,6 +1,7 @@
 """curate: parse, verify, filter, decontaminate, dedupe and select the teacher's traces."""
 from __future__ import annotations
 
+from pipeline.errors import RecipeError
 from pipeline.recipe import Recipe
 from pipeline.stage import StageContext, StageResult
 
@@ -20,10 +21,19 @@ class CurateStage:
     def run(self, ctx: StageContext) -> StageResult:
         from data.curate import curate
 
+        cfg = ctx.recipe.curate
+        judge = None
+        if cfg.verify.method == "judge" or cfg.verify.judge.enabled:
+            from teachers.judge import teacher_judge
+
+            if cfg.judge_teacher is None:
+                raise RecipeError("curate.verify: the judge is on but curate.judge_teacher is not set",
+                                  fix="add curate.judge_teacher (backend, model, endpoint) or turn the judge off")
+            judge = teacher_judge(cfg.judge_teacher, ctx.recipe.seed)
         traces = ctx.inputs["generate"].to_pandas()
         ctx.progress("traces", 0, len(traces))
         timings: dict[str, float] = {}
-        rows = curate(traces, ctx.recipe.curate, timings=timings)
+        rows = curate(traces, cfg, judge=judge, timings=timings)
         ctx.progress("traces", len(rows), len(rows))
         kept = rows[rows["keep"]]
         extra = {"seconds_by_rule": {k: round(v, 3) for k, v in timings.items()},

@@ -33,10 +33,24 @@ def preflight(recipe: Recipe, recipe_path: Path | None = None) -> None:
         table = read_table(spec.source, field=f"evaluate.benchmarks[{i}].source", base_dir=base)
         check_columns(table, {f"evaluate.benchmarks[{i}].problem_column": spec.problem_column,
                               f"evaluate.benchmarks[{i}].answer_column": spec.answer_column}, spec.source)
+    validate_for_machine(recipe.train, has_cuda=cuda_available(recipe.ray.address))
+
+
+def cuda_available(address: str | None = None) -> bool:
+    """CUDA here, or GPUs in the Ray cluster we will join: under `ray job submit` the driver often
+    runs on a CPU-only head node while the workers have the GPUs."""
+    import os
+
     try:
         import torch
 
-        has_cuda = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            return True
     except ImportError:
-        has_cuda = False
-    validate_for_machine(recipe.train, has_cuda=has_cuda)
+        pass
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        return False
+    from pipeline.cluster import ensure_ray
+
+    return ensure_ray(address).cluster_resources().get("GPU", 0) > 0

@@ -157,7 +157,7 @@ def bucket_rows(sk: Sketch, cfg: DedupeConfig) -> dict[str, np.ndarray]:
     """The rows the grouping step reads: one per text for its exact key (band -1, keys ek0/ek1)
     and one per (text, band) for its LSH bucket key; `doc` is the text's index in `sk`."""
     n = len(sk.lengths)
-    parts = []
+    parts = [(np.zeros(0, int), np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, int))]
     if cfg.exact:
         parts.append((np.full(n, -1), sk.exact_keys[:, 0], sk.exact_keys[:, 1], np.arange(n)))
     if cfg.near:

@@ -93,6 +93,21 @@ def test_real_r1_traces_problems_repeat_and_responses_do_not():
     assert reasons.to_dict() == {**{i: None for i in range(40)}, 40: "duplicate_near"}
 
 
+def test_verify_drops_bucket_pairs_below_threshold():
+    from data.dedupe import bucket_pairs
+
+    sig = np.zeros((3, 128), dtype=np.uint32)
+    sig[1, :40] = 1                  # estimated Jaccard with row 0: 88/128 = 0.69
+    sig[2, :10] = 1                  # 118/128 = 0.92
+    rows = {"band": np.zeros(3, int), "key": np.zeros(3, np.uint64),
+            "key2": np.zeros(3, np.uint64), "doc": np.arange(3)}
+    rank, primary = np.arange(3), np.zeros(3, int)
+    u, v, exact = bucket_pairs(rows, rank, primary, sig, DedupeConfig())
+    assert (u.tolist(), v.tolist(), exact.tolist()) == ([0, 0], [1, 2], [False, False])
+    u, v, _ = bucket_pairs(rows, rank, primary, sig, DedupeConfig(verify=True))
+    assert (u.tolist(), v.tolist()) == ([0], [2])
+
+
 def test_minhash_estimate_is_unbiased_with_the_theoretical_spread():
     rng = np.random.default_rng(2)
     errors, theory = [], []
@@ -204,7 +219,7 @@ def test_dedupe_ray_equals_one_process(ray_local):
     order = rng.permutation(len(rows))
     df = pd.DataFrame({"id": [f"doc-{i:04d}" for i in range(len(rows))],
                        "text": [rows[i] for i in order]})
-    cfg = DedupeConfig(columns=["text"], keep="longest")
+    cfg = DedupeConfig(columns=["text"], keep="longest", verify=True)
     local = flag_duplicates(df, cfg, column="text", order_column="id")
     assert (local == "duplicate_exact").sum() >= 40 and (local == "duplicate_near").sum() >= 10
     out = dedupe_ray_to_pandas(ray_local, df, cfg)

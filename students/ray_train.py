@@ -1,0 +1,157 @@
+"""Multi-worker SFT through Ray Train: `train_with_ray(data, cfg, out_dir)`; train_student calls it
+when `cfg.num_workers > 1`.
+
+    TorchTrainer(_train_loop, scaling_config=scaling_config(cfg, use_gpu=False), ...)
+
+Every worker runs students.sft.run_training: Ray Train's TorchTrainer sets up torch.distributed
+(gloo on CPU, NCCL on GPU) and the RANK/WORLD_SIZE env that transformers' Trainer reads, so the
+Trainer runs data parallel (each worker takes every num_workers-th planned batch), or sharded with
+`strategy: fsdp` (FSDP2 through accelerate) / `deepspeed_zero3` (a ZeRO-3 config through
+TrainingArguments(deepspeed=...)); those two are for GPU clusters, so here they are built and
+tested as data. The tokenized examples travel once through the object store. Rank 0 writes the
+checkpoints (out_dir/checkpoints) and the final model, so on a multi-node cluster out_dir must be
+storage every node sees (NFS, a mounted bucket); Ray's own run state goes to out_dir/ray.
+Progress dicts from rank 0 come back live through a Ray queue and are passed to `progress` here.
+Facts (Ray 2.60, Train V2 default): TorchTrainer + a transformers Trainer + peft LoRA trains on
+2 CPU workers with resources_per_worker={"CPU": 1}; V2's controller takes no CPU.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from students.config import TrainConfig
+
+_FINAL = "__final_metrics__"
+
+
+def scaling_config(cfg: TrainConfig, *, use_gpu: bool, cpus_per_gpu_worker: int = 8):
+    """Ray ScalingConfig: one CPU per CPU worker; one GPU (and some CPUs for the dataloader and
+    tokenizer threads) per GPU worker."""
+    from ray.train import ScalingConfig
+
+    per_worker = {"CPU": cpus_per_gpu_worker, "GPU": 1} if use_gpu else {"CPU": 1}
+    return ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
+                         resources_per_worker=per_worker)
+
+
+def fsdp_config(cfg: TrainConfig) -> dict[str, Any]:
+    """TrainingArguments.fsdp_config for FSDP2 full sharding. Wrapping falls back to the model's
+    `_no_split_modules` (its decoder layer); activation checkpointing is FSDP's own (transformers
+    warns that gradient_checkpointing under FSDP costs a redundant all-gather)."""
+    return {
+        "version": 2,
+        "reshard_after_forward": True,  # ZeRO-3-like: params gathered per layer, freed after
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "activation_checkpointing": cfg.gradient_checkpointing,
+        "cpu_ram_efficient_loading": True,  # rank 0 reads the weights, others get a broadcast
+        "state_dict_type": "FULL_STATE_DICT",  # final save is one HF-loadable model
+    }
+
+
+def deepspeed_zero3_config(cfg: TrainConfig) -> dict[str, Any]:
+    """A DeepSpeed ZeRO-3 config; "auto" values are filled by transformers from TrainingArguments
+    (batch size, accumulation, clipping, precision, optimizer, scheduler)."""
+    return {
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "zero_optimization": {
+            "stage": 3,
+            "overlap_comm": True,
+            "contiguous_gradients": True,
+            "reduce_bucket_size": "auto",
+            "stage3_prefetch_bucket_size": "auto",
+            "stage3_param_persistence_threshold": "auto",
+            "stage3_max_live_parameters": 1_000_000_000,
+            "stage3_max_reuse_distance": 1_000_000_000,
+            "stage3_gather_16bit_weights_on_model_save": True,  # save_model writes a full model
+        },
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",  # 1: one planned (packed) batch per step
+        "wall_clock_breakdown": False,
+    }
+
+
+def strategy_args(cfg: TrainConfig) -> dict[str, Any]:
+    """Extra TrainingArguments for cfg.strategy."""
+    if cfg.strategy == "fsdp":
+        return {"fsdp": True, "fsdp_config": fsdp_config(cfg)}
+    if cfg.strategy == "deepspeed_zero3":
+        return {"deepspeed": deepspeed_zero3_config(cfg)}
+    return {}
+
+
+def _train_loop(config: dict) -> None:
+    import ray
+    import ray.train
+
+    from students.sft import run_training
+
+    cfg = TrainConfig.model_validate(config["cfg"])
+    data = ray.get(config["data"])
+    queue = config["queue"]
+    rank = ray.train.get_context().get_world_rank()
+    progress = queue.put if rank == 0 else None
+    metrics = run_training(data, cfg, Path(config["out_dir"]), progress=progress,
+                           extra_args=strategy_args(cfg))
+    metrics["world_size"] = ray.train.get_context().get_world_size()
+    if rank == 0:  # Train V2 keeps reported metrics only with checkpoints: send them ourselves
+        queue.put({_FINAL: metrics})
+    ray.train.report({"global_step": metrics["global_step"]})
+
+
+def _drain(queue, progress: Callable[[dict], None] | None, stop: threading.Event,
+           final: dict) -> None:
+    from ray.util.queue import Empty
+
+    while True:
+        try:
+            item = queue.get(timeout=0.5)
+        except Empty:
+            if stop.is_set():
+                return
+            continue
+        if _FINAL in item:
+            final.update(item[_FINAL])
+        elif progress is not None:
+            progress(item)
+
+
+def train_with_ray(data: list[dict], cfg: TrainConfig, out_dir: Path, *,
+                   progress: Callable[[dict], None] | None = None,
+                   use_gpu: bool | None = None) -> dict[str, Any]:
+    """Train on `cfg.num_workers` Ray Train workers; returns rank 0's metrics."""
+    import ray
+    from ray.train import FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
+
+    if not ray.is_initialized():
+        ray.init()
+    if use_gpu is None:
+        use_gpu = cfg.use_gpu if cfg.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    out_dir = Path(out_dir).resolve()
+    queue = Queue(actor_options={"num_cpus": 0})
+    config = {"cfg": cfg.model_dump(), "data": ray.put(data), "queue": queue,
+              "out_dir": str(out_dir)}
+    trainer = TorchTrainer(
+        _train_loop, train_loop_config=config,
+        scaling_config=scaling_config(cfg, use_gpu=use_gpu),
+        run_config=RunConfig(name="sft", storage_path=str(out_dir / "ray"),
+                             failure_config=FailureConfig(max_failures=0)))
+    stop, final = threading.Event(), {}
+    drainer = threading.Thread(target=_drain, args=(queue, progress, stop, final), daemon=True)
+    drainer.start()
+    try:
+        trainer.fit()
+    finally:
+        stop.set()
+        drainer.join()
+        queue.shutdown()
+    if not final:
+        raise RuntimeError("Ray Train finished but rank 0 sent no metrics; see the worker logs")
+    return final

@@ -17,6 +17,9 @@ batches within the budget), padded (random order, --batch-size samples padded to
 the baseline). Before timing, the leak check: logits of one packed row must equal each sample
 run alone (max abs diff printed; the bench stops if it exceeds 1e-4).
 Prints one line per arm and, last, the ratio packed / padded tokens per second.
+One torch thread by default: on a shared 2-core machine, two OpenMP threads per process stall on
+each other when other jobs run (10x slower steps measured), which swamps the comparison; on a
+quiet machine `--threads 0` (torch's default) gave the same ratio (3.0x).
 """
 from __future__ import annotations
 
@@ -158,7 +161,7 @@ def main() -> None:
     p.add_argument("--arms", default="packed,padded")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true", help="print every step")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (0: torch's default, one per core)")
     args = p.parse_args()
     arms = args.arms.split(",")

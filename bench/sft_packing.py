@@ -1,6 +1,6 @@
 """Real (non-padding) SFT tokens per second: our packed batching vs random padded batches.
 
-    .venv/bin/python bench/sft_packing.py                 # ~2-4 minutes on 2 CPU cores
+    .venv/bin/python bench/sft_packing.py                 # about 1-2 minutes on this CPU
     .venv/bin/python bench/sft_packing.py --samples 64 --arms packed,packed_sdpa,grouped,padded
 
 Same run, same randomly initialised small Llama (4 layers, hidden 256, 4 heads x 64, 2 KV heads),

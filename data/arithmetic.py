@@ -1,4 +1,7 @@
-"""A generated prompt set that ships: two-digit +, -, x problems with exact answers.
+"""A generated prompt set that ships: two-digit +, -, * problems ("What is 42 * 55?").
+
+Symbols, not words: SmolLM2-135M solved 19 of 64 such prompts at least once in 4 samples with
+symbols against 12 with words (measured with vLLM, temperature 0.7).
 
 `arithmetic_problems(n, seed)` is deterministic; the `arithmetic` (train) and `arithmetic_test`
 (held out) sets never share a problem. Small models solve a fair share of these, which makes
@@ -11,13 +14,12 @@ import random
 import pandas as pd
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
-WORDS = {"+": "plus", "-": "minus", "*": "times"}
 
 
 def _problem(rng: random.Random) -> tuple[str, int]:
     op = rng.choice(list(OPS))
     a, b = rng.randint(10, 99), rng.randint(10, 99)
-    return f"What is {a} {WORDS[op]} {b}?", OPS[op](a, b)
+    return f"What is {a} {op} {b}?", OPS[op](a, b)
 
 
 def arithmetic_problems(n: int, seed: int, exclude: set[str] | None = None) -> pd.DataFrame:

@@ -31,6 +31,9 @@ class ParseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     think_required: bool = Field(True, description="Text without </think> is unfinished reasoning "
                                  "(R1 teachers); false: a plain answer (instruct teachers).")
+    answer_fallback: bool = Field(False, description="Where no final answer is extracted (no box, "
+                                  "no 'Final answer:'), verify the whole answer text (math-verify "
+                                  "takes its last expression), as lighteval does for plain models.")
 
 
 def _prompt_dedupe() -> DedupeConfig:
@@ -109,6 +112,10 @@ def curate(traces: pd.DataFrame, cfg: CurateConfig, *,
     rows = parse_frame(traces.drop(columns=["reasoning"]) if reasoning is None and "reasoning" in traces
                        else traces, text_column="text", reasoning_column=reasoning,
                        think_required=cfg.parse.think_required)
+    if cfg.parse.answer_fallback:
+        missing = rows["final_answer"].isna()
+        rows.loc[missing, "final_answer"] = rows.loc[missing, "answer_text"].where(
+            rows.loc[missing, "answer_text"].str.strip() != "", None)
     lap("parse")
     rows["correct"] = verify_frame(rows, cfg.verify, judge=judge)
     lap("verify")

@@ -99,7 +99,10 @@ def score(rows: pd.DataFrame, timeout_s: float = 5.0) -> pd.DataFrame:
     from data.verify import verify_math
 
     rows = parse_frame(rows.assign(text=rows["text"].fillna("")), text_column="text", think_required=False)
-    pairs = list(zip(rows["reference"], rows["final_answer"]))
+    # The boxed / "Final answer" part where there is one, else the whole answer (math-verify takes
+    # its last expression); a truncated reasoning has no answer part and scores wrong.
+    answers = [f if f is not None and not pd.isna(f) else a for f, a in zip(rows["final_answer"], rows["answer_text"])]
+    pairs = list(zip(rows["reference"], answers))
     rows["correct"] = [bool(v) for v in verify_math(pairs, timeout_s=timeout_s)]
     return rows
 

@@ -9,6 +9,8 @@ TEMPLATES: dict[str, str] = {
     "plain": "{problem}",
     # For small instruct models (quickstart): ask for working, then the boxed number.
     "short_math": "{problem}\nThink step by step, then give the final answer as \\boxed{{number}}.",
+    # Plain instruct models that do not box answers (SmolLM2 in the quickstart).
+    "final_answer": "{problem} Show your calculation, then write 'Final answer: <number>'.",
     "code": "{problem}\nWrite a complete Python program. Reason first, then give the final code in "
             "one ```python block.",
 }

@@ -38,6 +38,7 @@ from typing import Self
 
 OPS = {"plus": ("+", lambda a, b: a + b), "minus": ("-", lambda a, b: a - b),
        "times": ("*", lambda a, b: a * b)}
+OPS.update({sym: (sym, fn) for sym, fn in OPS.values()})
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Received:
 
 def solve(prompt: str) -> tuple[str, str]:
     """(reasoning, final answer) for 'What is A plus|minus|times B?', else a fixed pair."""
-    m = re.search(r"What is (\d+) (plus|minus|times) (\d+)\?", prompt)
+    m = re.search(r"What is (\d+) (plus|minus|times|\+|-|\*) (\d+)\?", prompt)
     if not m:
         return "There is no arithmetic question here, so I answer zero.", "0"
     a, word, b = int(m[1]), m[2], int(m[3])

@@ -236,6 +236,9 @@ def test_closing_early_cancels_the_requests_in_flight(serve):
     server = serve(default=Behaviour(mode="trickle", delay_s=30), rules={"12 plus": Behaviour()})
     gen = teacher(server, concurrency=2, shard_rows=1, timeout_s=60).generate(requests_for(PROBLEMS[:2]))
     assert list(next(gen)["request_id"]) == ["p0:0"]
+    arrived = time.monotonic() + 10  # on a loaded machine p1 may still be on its way: wait for it
+    while server.count() < 2 and time.monotonic() < arrived:
+        time.sleep(0.02)
     gen.close()  # p1 is mid-answer: its connection is closed, not waited for
     assert not [t for t in threading.enumerate() if t.name == "distill-http"]
     deadline = time.monotonic() + 10  # a bound on waiting, not a speed check

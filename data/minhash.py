@@ -1,4 +1,4 @@
-"""MinHash signatures, exact-text keys and LSH band keys for a whole batch of texts, in numpy.
+"""MinHash signatures, exact-text keys and LSH band keys for a whole batch of texts.
 
     sk = sketch(texts, num_perm=128, ngram=5, shingle="word", seed=0)
     sk.signatures      # (n, 128) uint32 MinHash signatures
@@ -7,38 +7,52 @@
     keys = band_keys(sk.signatures, b, r)     # (n, b) uint64, one bucket key per band
     estimated_jaccard(sig_a, sig_b)           # share of equal signature slots
 
-Normalisation: text is lowercased (ASCII with a byte rule; texts with other characters through
-pyarrow's Unicode `utf8_lower`) and split into words on ASCII whitespace and control bytes (<=
-0x20). Punctuation stays inside its word, so "x+1" and "x-1" stay different words (stripping it
-would make different math problems identical). Two texts are exact duplicates when their word
-sequences are equal: case and whitespace differences are ignored. Word shingles are `ngram`
-consecutive words; char shingles are `ngram` consecutive UTF-8 bytes of the lowercased text with
-whitespace runs collapsed to one space. A text shorter than one shingle is one shingle of all it
-has, so an empty text is one fixed shingle and empty texts match each other. Nulls read as "".
+Normalisation: text is lowercased (ASCII A-Z on the fly; texts with other characters first
+through pyarrow's Unicode `utf8_lower`) and split into words on ASCII whitespace and control
+bytes (<= 0x20). Punctuation stays inside its word, so "x+1" and "x-1" stay different words
+(stripping it would make different math problems identical). Two texts are exact duplicates
+when their word sequences are equal: case and whitespace differences are ignored. Word
+shingles are `ngram` consecutive words; char shingles are `ngram` consecutive UTF-8 bytes of
+the lowercased text with whitespace runs collapsed to one space. A text shorter than one
+shingle is one shingle of all it has, so an empty text is one fixed shingle and empty texts
+match each other. Nulls read as "".
 
-Speed: nothing runs in Python per text or per shingle. Word borders come from one pass over the
-byte buffer, words are hashed 8 bytes at a time (unaligned uint64 loads), shingles combine
-`ngram` word hashes, and the num_perm permutations are pi_i(x) = a_i * x mod 2^32 with odd a_i,
-a bijection of the 32-bit shingle-hash space (datasketch 2's default "affine32" scheme adds + b_i;
-x is already a well-mixed hash, so that term buys no accuracy -- a test checks the estimate's
-spread against sqrt(J(1-J)/P) -- and would cost a third more time). Each chunk of shingles is
-one (P, chunk) product, reduced per text with np.minimum.reduceat; that kernel is about a third
-of the time. `threads` runs chunks in parallel (numpy releases the GIL).
+Hashes (fixed: data.decontam saves word n-gram hashes): a word is hashed 8 bytes at a time
+(its length folded into the first 8; words over 64 bytes through xxh3), a shingle is a
+polynomial in its `ngram` word hashes (rolled along the text), mixed with the seed by
+splitmix64; its top 32 bits x go through num_perm permutations pi_i(x) = a_i * x mod 2^32
+with odd a_i, a bijection of the 32-bit space (datasketch 2's default "affine32" adds + b_i;
+x is already well mixed, so that term buys no accuracy -- a test checks the estimate's spread
+against sqrt(J(1-J)/P)).
+
+Speed: the per-byte, per-word and per-shingle loops are numba kernels (compiled on first use
+and cached on disk beside this file, so `import data.minhash` stays light), one pass over the
+bytes for the words and one fused pass over the words for shingles and their minimum under
+every permutation; nothing runs in Python per text. Texts go a few MB at a time, on `threads`
+threads (the kernels release the GIL).
 """
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-_TEXT_CHUNK_BYTES = 4 << 20   # texts are tokenised this many bytes at a time
-_SHINGLE_CHUNK = 4096         # shingles per (P, chunk) product: 2 MB at P=128, stays in cache
-_GOLD = 0x9E3779B97F4A7C15
-_BASE = 0x2545F4914F6CDD1D    # odd
-_MASKS = np.array([(1 << (8 * i)) - 1 for i in range(9)], dtype=np.uint64)  # low i bytes
-_powers_cache: dict[int, np.ndarray] = {}
+_TEXT_CHUNK_BYTES = 4 << 20   # texts are sketched this many bytes at a time
+_U = np.uint64
+_GOLD = _U(0x9E3779B97F4A7C15)
+_BASE = _U(0x2545F4914F6CDD1D)    # odd
+_MIX1, _MIX2 = _U(0xBF58476D1CE4E5B9), _U(0x94D049BB133111EB)
+_WORD_FINAL = _U(0xD6E8FEB86659FD93)
+_ONES, _LOW7, _HIGH = _U(0x0101010101010101), _U(0x7F7F7F7F7F7F7F7F), _U(0x8080808080808080)
+_GATHER = _U(0x0102040810204080)  # (bits at 8j) * _GATHER >> 56: those bits as one byte
+_DEBRUIJN = _U(0x03F79D71B4CB0A89)
+_CTZ = np.zeros(64, dtype=np.int64)  # count trailing zeros of x = 1 << i, by (x * _DEBRUIJN) >> 58
+_CTZ[(np.left_shift(_U(1), np.arange(64, dtype=np.uint64)) * _DEBRUIJN) >> _U(58)] = np.arange(64)
+_KERNELS: list[str] = []          # module functions that _compile swaps for their numba builds
+_compile_lock = threading.Lock()
 
 
 @dataclass
@@ -50,26 +64,43 @@ class Sketch:
     signatures: np.ndarray | None        # (n, num_perm) uint32
 
 
+class _Scratch(threading.local):
+    """Arrays reused from chunk to chunk, one set per thread (fresh pages cost more than the
+    kernels that fill them)."""
+
+    def get(self, name: str, size: int, dtype: Any) -> np.ndarray:
+        have = self.__dict__.get(name)
+        if have is None or len(have) < size:
+            have = self.__dict__[name] = np.empty(size + size // 4, dtype=dtype)
+        return have[:size]
+
+
+def _kernel(fn: Any) -> Any:
+    """Mark a function as a numba kernel (plain Python until `_compile` runs)."""
+    _KERNELS.append(fn.__name__)
+    return fn
+
+
+def _compile() -> None:
+    """Swap every kernel for numba.njit of it, once; machine code is cached beside this file."""
+    with _compile_lock:
+        if not _KERNELS:
+            return
+        import numba
+
+        for name in _KERNELS:
+            globals()[name] = numba.njit(cache=True, nogil=True)(globals()[name])
+        _KERNELS.clear()
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser, in place on a uint64 array."""
     x ^= x >> 30
-    x *= 0xBF58476D1CE4E5B9
+    x *= _MIX1
     x ^= x >> 27
-    x *= 0x94D049BB133111EB
+    x *= _MIX2
     x ^= x >> 31
     return x
-
-
-def _powers(base: int, n: int) -> np.ndarray:
-    """base**i mod 2^64 for i < n (cached, grown on demand)."""
-    have = _powers_cache.get(base)
-    if have is None or len(have) < n:
-        size = max(n, 2 * len(have) if have is not None else 1 << 16)
-        have = np.full(size, base, dtype=np.uint64)
-        have[0] = 1
-        np.cumprod(have, out=have)
-        _powers_cache[base] = have
-    return have[:n]
 
 
 def _seed_word(seed: int, salt: int) -> np.uint64:
@@ -106,12 +137,9 @@ def _buffers(arr: Any) -> tuple[np.ndarray, np.ndarray]:
     return data[off[0]: off[-1]], off - off[0]
 
 
-def lowercase(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lowercased bytes, their offsets, characters per text): a byte table when all is ASCII,
-    pyarrow's Unicode `utf8_lower` otherwise (which may change byte lengths)."""
-    if not len(data) or data.max() < 128:
-        upper = (data - np.uint8(65)) < 26                    # A-Z, as uint8 arithmetic
-        return data | (upper.view(np.uint8) << 5), offsets, np.diff(offsets)
+def _unicode_lower(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(lowercased bytes, their offsets, characters per text) by pyarrow's `utf8_lower`, which
+    may change byte lengths."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -131,48 +159,148 @@ def _chunks(offsets: np.ndarray, size: int) -> list[tuple[int, int]]:
 
 
 def word_hashes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hash of every whitespace-separated word, and per-text word offsets."""
+    """64-bit hash of every whitespace-separated word of text i = data[off[i]:off[i+1]] (words
+    never run across texts), and per-text word offsets."""
+    return _word_hashes(data, np.asarray(offsets, dtype=np.int64), False, _Scratch())
+
+
+def _word_hashes(data: np.ndarray, offsets: np.ndarray, lower: bool,
+                 scratch: _Scratch) -> tuple[np.ndarray, np.ndarray]:
+    """word_hashes into `scratch`; lower: data is ASCII, lowercase A-Z on the way."""
+    _compile()
     m = len(data)
-    word = np.zeros(m + 2, dtype=np.int8)
-    np.greater(data, 32, out=word[1:-1].view(np.bool_))
-    bounds = np.flatnonzero(word[1:] != word[:-1])   # alternating word start, word end
-    starts, ends = bounds[0::2], bounds[1::2]
-    inner = np.unique(offsets[(offsets > 0) & (offsets < m)])
-    glued = inner[(word[inner + 1] == 1) & (word[inner] == 1)]  # a word runs across a text border
-    if len(glued):
-        starts = np.sort(np.concatenate([starts, glued]), kind="stable")
-        ends = np.sort(np.concatenate([ends, glued]), kind="stable")
-    return span_hashes(data, starts, ends), np.searchsorted(starts, offsets)
-
-
-def span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """64-bit hash of each byte span data[s:e], read 8 bytes at a time (unaligned uint64 loads);
-    spans over 64 bytes (rare: URLs, long formulas) go through xxhash one by one."""
-    padded = np.zeros(len(data) + 8, dtype=np.uint8)
-    padded[: len(data)] = data
-    eight = np.ndarray((len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))
-    lens = ends - starts
-    h = eight[starts]
-    h &= _MASKS[np.minimum(lens, 8)]
-    h ^= lens.astype(np.uint64) * np.uint64(_GOLD)
-    idx = np.flatnonzero(lens > 8)
-    for k in range(1, 8):            # bytes 8k .. 8k+7 of the spans that have them
-        if not len(idx):
-            break
-        part = eight[starts[idx] + 8 * k] & _MASKS[np.minimum(lens[idx] - 8 * k, 8)]
-        h[idx] = _fold(h[idx]) ^ part
-        idx = idx[lens[idx] > 8 * (k + 1)]
-    h ^= h >> 32                    # cheap: shingle hashes get the full mixer
-    h *= 0xD6E8FEB86659FD93
-    if len(idx):
+    padded = scratch.get("padded", m + 80, np.uint8)
+    padded[:m] = data
+    padded[m:] = 0
+    eight = np.ndarray((m + 72,), dtype="<u8", buffer=padded, strides=(1,))  # unaligned loads
+    size = m // 2 + len(offsets)
+    starts, ends = scratch.get("starts", size, np.int64), scratch.get("ends", size, np.int64)
+    n_words = _word_spans(eight, m, offsets, starts, ends)
+    starts, ends = starts[:n_words], ends[:n_words]
+    tok = scratch.get("tok", n_words, np.uint64)
+    long_words = _span_hashes(eight, starts, ends, lower, tok)
+    if len(long_words):
         import xxhash
 
-        h[idx] = [xxhash.xxh3_64_intdigest(data[starts[i]: ends[i]].tobytes()) for i in idx]
-    return h
+        for w in long_words:
+            word = data[starts[w]: ends[w]].tobytes()
+            tok[w] = xxhash.xxh3_64_intdigest(word.lower() if lower else word)
+    return tok, np.searchsorted(starts, offsets)
 
 
-def _fold(x: np.ndarray) -> np.ndarray:
-    return (x ^ (x >> 29)) * np.uint64(0xBF58476D1CE4E5B9)
+@_kernel
+def _word_spans(eight, m, offsets, starts, ends):  # noqa: ANN001, ANN202 (numba kernel)
+    """Number of words, their starts and ends written to the arrays given: from bit masks of 64 bytes at a time (bytes > 32, and text
+    starts, where words are cut), walked with count-trailing-zeros; no branch per byte."""
+    text_start = np.zeros((m >> 6) + 1, np.uint64)        # blocks cover positions 0..m
+    for o in offsets[:-1]:
+        text_start[o >> 6] |= _U(1) << _U(o & 63)
+    n_s, n_e, carry = 0, 0, _U(0)
+    for k in range(len(text_start)):
+        word = _U(0)
+        for j in range(8):  # high bit of each byte > 32 (any byte >= 128), gathered to 8 bits
+            v = eight[64 * k + 8 * j]
+            high = ((((v & _LOW7) + _U(0x5F) * _ONES) | v) & _HIGH) >> _U(7)
+            word |= ((high * _GATHER) >> _U(56)) << _U(8 * j)
+        if k == len(text_start) - 1:
+            word &= (_U(1) << _U(m & 63)) - _U(1)
+        before = (word << _U(1)) | carry                   # bit i: byte i-1 is a word byte
+        carry = word >> _U(63)
+        begin = word & (~before | text_start[k])
+        finish = before & (~word | text_start[k])
+        while begin:
+            starts[n_s] = 64 * k + _CTZ[((begin & (~begin + _U(1))) * _DEBRUIJN) >> _U(58)]
+            n_s += 1
+            begin &= begin - _U(1)
+        while finish:
+            ends[n_e] = 64 * k + _CTZ[((finish & (~finish + _U(1))) * _DEBRUIJN) >> _U(58)]
+            n_e += 1
+            finish &= finish - _U(1)
+    return n_s
+
+
+@_kernel
+def _span_hashes(eight, starts, ends, lower, tok):  # noqa: ANN001, ANN202 (numba kernel)
+    """tok[w]: hash of word w, 8 bytes at a time with its length folded into the first 8;
+    returns the numbers of the words over 64 bytes (hashed by the caller)."""
+    long_words = np.empty(len(starts), np.int64)
+    n_long = 0
+    for w in range(len(starts)):
+        s, size = starts[w], ends[w] - starts[w]
+        h = _word_part(eight[s], min(size, 8), lower) ^ (_U(size) * _GOLD)
+        if size > 8:
+            j = 8
+            while j < size and j < 64:
+                h = ((h ^ (h >> _U(29))) * _MIX1) ^ _word_part(eight[s + j], min(size - j, 8), lower)
+                j += 8
+            if size > 64:
+                long_words[n_long] = w
+                n_long += 1
+        h ^= h >> _U(32)
+        tok[w] = h * _WORD_FINAL
+    return long_words[:n_long].copy()
+
+
+@_kernel
+def _word_part(v, size, lower):  # noqa: ANN001, ANN202 (numba kernel)
+    """The low `size` (1..8) bytes of v, with ASCII A-Z lowercased if lower (ASCII bytes only)."""
+    v &= ~_U(0) >> _U((64 - 8 * size) & 63)
+    if lower:
+        v |= ((v + _U(0x3F) * _ONES) & ~(v + _U(0x25) * _ONES) & _HIGH) >> _U(2)
+    return v
+
+
+@_kernel
+def _mix1(x):  # noqa: ANN001, ANN202 (numba kernel)
+    x ^= x >> _U(30)
+    x *= _MIX1
+    x ^= x >> _U(27)
+    x *= _MIX2
+    return x ^ (x >> _U(31))
+
+
+@_kernel
+def _exact_keys(tok, tok_off, keys):  # noqa: ANN001, ANN202 (numba kernel)
+    """keys (n, 2): sum of tok[k] * B^(k - first) for two bases B, mixed with the word count."""
+    for t in range(len(tok_off) - 1):
+        a, b, pa, pb = _U(0), _U(0), _U(1), _U(1)
+        for k in range(tok_off[t], tok_off[t + 1]):
+            a += tok[k] * pa
+            b += tok[k] * pb
+            pa *= _BASE
+            pb *= _GOLD
+        size = _U(tok_off[t + 1] - tok_off[t])
+        keys[t, 0] = _mix1(a ^ _mix1(size + _GOLD))
+        keys[t, 1] = _mix1(b ^ _mix1(size + _GOLD + _U(1)))
+
+
+@_kernel
+def _signatures(tok, tok_off, ngram, seed_word, mult, sig):  # noqa: ANN001, ANN202 (numba)
+    """sig (n, P) uint32: per text, the minimum over its shingles x of mult * x mod 2^32, where x
+    is the top half of the mixed shingle hash (Horner over `ngram` tokens, rolled along)."""
+    n, p = len(tok_off) - 1, len(mult)
+    row = np.empty(p, np.uint32)
+    lead = _U(1)                      # GOLD^(ngram-1): the weight of the token rolling out
+    for _ in range(ngram - 1):
+        lead *= _GOLD
+    for t in range(n):
+        row[:] = np.uint32(0xFFFFFFFF)
+        s, e = tok_off[t], tok_off[t + 1]
+        acc = _U(0)
+        for j in range(ngram):        # the first shingle, or all of a shorter text (0-padded)
+            acc *= _GOLD
+            if s + j < e:
+                acc += tok[s + j]
+        i = s + ngram
+        while True:
+            x = np.uint32(_mix1(acc ^ seed_word) >> _U(32))
+            for k in range(p):
+                row[k] = min(row[k], np.uint32(mult[k] * x))
+            if i >= e:
+                break
+            acc = (acc - tok[i - ngram] * lead) * _GOLD + tok[i]
+            i += 1
+        sig[t] = row
 
 
 def char_hashes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,22 +310,16 @@ def char_hashes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.n
     drop[1:] = space[1:] & space[:-1]
     drop[offsets[:-1][offsets[:-1] < len(data)]] = False  # a text's first byte is always kept
     kept = np.where(space, 32, data)[~drop]
-    table = _mix(np.arange(256, dtype=np.uint64) + np.uint64(_GOLD))
+    table = _mix(np.arange(256, dtype=np.uint64) + _GOLD)
     counts = np.concatenate([[0], np.cumsum(~drop)])
     return table[kept], counts[offsets]
-
-
-def shingle_hashes(tok: np.ndarray, tok_off: np.ndarray, ngram: int,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """32-bit hash of every `ngram`-token shingle (one per text shorter than that), and offsets."""
-    h, sh_off = ngram_hashes(tok, tok_off, ngram, seed)
-    return (h >> 32).astype(np.uint32), sh_off
 
 
 def ngram_hashes(tok: np.ndarray, tok_off: np.ndarray, ngram: int,
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """64-bit hash of every run of `ngram` tokens inside a text, and per-text offsets. A text
-    with fewer tokens gets one hash of all its tokens (its whole text), so every text has one."""
+    with fewer tokens gets one hash of all its tokens (its whole text), so every text has one.
+    The same hashes as the shingles of `sketch` (whose top 32 bits it permutes)."""
     lens = np.diff(tok_off)
     full = lens >= ngram
     counts = np.where(full, lens - ngram + 1, 1)
@@ -229,78 +351,60 @@ def ngram_hashes(tok: np.ndarray, tok_off: np.ndarray, ngram: int,
 
 
 def permutations(num_perm: int, seed: int) -> np.ndarray:
-    """The odd multipliers a_i of pi_i(x) = a_i * x mod 2^32, shape (num_perm, 1)."""
+    """The odd multipliers a_i of pi_i(x) = a_i * x mod 2^32, shape (num_perm,)."""
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 1 << 32, num_perm, dtype=np.uint64) | 1).astype(np.uint32)[:, None]
+    return (rng.integers(0, 1 << 32, num_perm, dtype=np.uint64) | 1).astype(np.uint32)
 
 
-def minhash(h: np.ndarray, sh_off: np.ndarray, mult: np.ndarray) -> np.ndarray:
-    """(n, P) uint32 minimum of pi_i over each text's shingles (every text has at least one)."""
-    n, p = len(sh_off) - 1, len(mult)
-    sig = np.empty((n, p), dtype=np.uint32)
-    buf = np.empty((p, _SHINGLE_CHUNK), dtype=np.uint32)
-    for d0, d1 in _chunks(sh_off, _SHINGLE_CHUNK):
-        s0, s1 = sh_off[d0], sh_off[d1]
-        if s1 - s0 > buf.shape[1]:
-            buf = np.empty((p, s1 - s0), dtype=np.uint32)
-        prod = buf[:, : s1 - s0]
-        np.multiply(mult, h[None, s0:s1], out=prod)
-        sig[d0:d1] = np.minimum.reduceat(prod, sh_off[d0:d1] - s0, axis=1).T
-    return sig
-
-
-def exact_keys(tok: np.ndarray, tok_off: np.ndarray) -> np.ndarray:
-    """(n, 2) uint64 hash of each text's word sequence: two polynomials over its word hashes,
-    sum of tok[k] * B^(k - first), from global powers and one inverse power per text."""
-    lens = np.diff(tok_off)
-    nonempty = lens > 0
-    first = tok_off[:-1][nonempty]
-    keys = np.empty((len(lens), 2), dtype=np.uint64)
-    for c, base in enumerate((_BASE, _GOLD)):
-        col = np.zeros(len(lens), dtype=np.uint64)
-        if nonempty.any():
-            sums = np.add.reduceat(tok * _powers(base, len(tok)), first)
-            col[nonempty] = sums * _powers(pow(base, -1, 1 << 64), len(tok))[first]
-        keys[:, c] = _mix(col ^ _mix(lens.astype(np.uint64) + np.uint64(_GOLD + c)))
-    return keys
-
-
-def _sketch_chunk(data: np.ndarray, off: np.ndarray, mult: np.ndarray, ngram: int,
-                  shingle: str, seed: int, exact: bool, near: bool) -> tuple:
-    data, off, chars = lowercase(data, off)
-    keys = sig = None
-    if exact or shingle == "word":
-        tok, tok_off = word_hashes(data, off)
-        keys = exact_keys(tok, tok_off) if exact else None
-    if near:
+def _sketch_chunk(data: np.ndarray, off: np.ndarray, out: Sketch, scratch: _Scratch,
+                  mult: np.ndarray, ngram: int, shingle: str, seed: int) -> None:
+    """Fill `out` (views of the result's rows for these texts)."""
+    ascii_only = not len(data) or data.max() < 128
+    if ascii_only:
+        out.lengths[:] = np.diff(off)
+    else:
+        data, off, out.lengths[:] = _unicode_lower(data, off)
+    if out.exact_keys is not None or shingle == "word":
+        tok, tok_off = _word_hashes(data, off, ascii_only, scratch)
+        if out.exact_keys is not None:
+            _exact_keys(tok, tok_off, out.exact_keys)
+    if out.signatures is not None:
         if shingle == "char":
+            if ascii_only:
+                data = data | (((data - np.uint8(65)) < 26).view(np.uint8) << 5)
             tok, tok_off = char_hashes(data, off)
-        sig = minhash(*shingle_hashes(tok, tok_off, ngram, seed), mult)
-    return chars, keys, sig
+        _signatures(tok, tok_off, ngram, _seed_word(seed, 1), mult, out.signatures)
 
 
 def sketch(texts: Any, *, num_perm: int = 128, ngram: int = 5,
            shingle: Literal["word", "char"] = "word", seed: int = 0,
            exact: bool = True, near: bool = True, threads: int = 1) -> Sketch:
     """Exact keys and/or MinHash signatures of `texts`, a few MB of text at a time (on `threads`
-    threads: numpy releases the GIL, and the result does not depend on it)."""
+    threads: the kernels release the GIL, and the result does not depend on it)."""
+    _compile()
     data, off = text_buffer(texts)
-    mult = permutations(num_perm, seed)
-    jobs = [(data[off[a]: off[b]], off[a: b + 1] - off[a]) for a, b in _chunks(off, _TEXT_CHUNK_BYTES)]
-    args = (mult, ngram, shingle, seed, exact, near)
+    n = len(off) - 1
+    result = Sketch(lengths=np.empty(n, np.int64),
+                    exact_keys=np.empty((n, 2), np.uint64) if exact else None,
+                    signatures=np.empty((n, num_perm), np.uint32) if near else None)
+    mult, scratch = permutations(num_perm, seed), _Scratch()
+
+    def run(a: int, b: int) -> None:
+        rows = Sketch(*(None if x is None else x[a:b] for x in
+                        (result.lengths, result.exact_keys, result.signatures)))
+        _sketch_chunk(data[off[a]: off[b]], off[a: b + 1] - off[a], rows, scratch, mult,
+                      ngram, shingle, seed)
+
+    jobs = _chunks(off, _TEXT_CHUNK_BYTES)
     if threads > 1 and len(jobs) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(lambda job: _sketch_chunk(*job, *args), jobs))
+            list(pool.map(lambda job: run(*job), jobs))
     else:
-        parts = [_sketch_chunk(*job, *args) for job in jobs]
-    chars = [np.zeros(0, np.int64)] + [p[0] for p in parts]
-    keys = [np.zeros((0, 2), np.uint64)] + [p[1] for p in parts]
-    sigs = [np.zeros((0, num_perm), np.uint32)] + [p[2] for p in parts]
-    return Sketch(lengths=np.concatenate(chars),
-                  exact_keys=np.concatenate(keys) if exact else None,
-                  signatures=np.concatenate(sigs) if near else None)
+        for job in jobs:
+            run(*job)
+    return result
 
 
 def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Near-duplicate detection: our numpy MinHash + LSH against datasketch's MinHashLSH, same run.
+"""Near-duplicate detection: our MinHash (numba kernels) + LSH vs datasketch's MinHashLSH, one run.
 
     python bench/dedupe.py                 # 100,000 docs (datasketch timed on the first 10,000)
     python bench/dedupe.py --docs 200000 --ds-docs 20000

@@ -161,7 +161,11 @@ def _chunks(offsets: np.ndarray, size: int) -> list[tuple[int, int]]:
 def word_hashes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """64-bit hash of every whitespace-separated word of text i = data[off[i]:off[i+1]] (words
     never run across texts), and per-text word offsets."""
-    return _word_hashes(data, np.asarray(offsets, dtype=np.int64), False, _Scratch())
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if len(offsets) and (offsets[0] < 0 or offsets[-1] > len(data) or (np.diff(offsets) < 0).any()):
+        raise ValueError(f"offsets must rise from 0 to at most len(data) = {len(data)}; pass "
+                         "the (data, offsets) of text_buffer")
+    return _word_hashes(data, offsets, False, _Scratch())
 
 
 def _word_hashes(data: np.ndarray, offsets: np.ndarray, lower: bool,
@@ -189,9 +193,10 @@ def _word_hashes(data: np.ndarray, offsets: np.ndarray, lower: bool,
 
 
 @_kernel
-def _word_spans(eight, m, offsets, starts, ends):  # noqa: ANN001, ANN202 (numba kernel)
-    """Number of words, their starts and ends written to the arrays given: from bit masks of 64 bytes at a time (bytes > 32, and text
-    starts, where words are cut), walked with count-trailing-zeros; no branch per byte."""
+def _word_spans(eight, m, offsets, starts, ends):
+    """Number of words; their starts and ends go to the arrays given. From bit masks of 64
+    bytes at a time (word bytes: > 32; text starts, where words are cut), walked with
+    count-trailing-zeros: no branch per byte."""
     text_start = np.zeros((m >> 6) + 1, np.uint64)        # blocks cover positions 0..m
     for o in offsets[:-1]:
         text_start[o >> 6] |= _U(1) << _U(o & 63)
@@ -220,7 +225,7 @@ def _word_spans(eight, m, offsets, starts, ends):  # noqa: ANN001, ANN202 (numba
 
 
 @_kernel
-def _span_hashes(eight, starts, ends, lower, tok):  # noqa: ANN001, ANN202 (numba kernel)
+def _span_hashes(eight, starts, ends, lower, tok):
     """tok[w]: hash of word w, 8 bytes at a time with its length folded into the first 8;
     returns the numbers of the words over 64 bytes (hashed by the caller)."""
     long_words = np.empty(len(starts), np.int64)
@@ -228,11 +233,10 @@ def _span_hashes(eight, starts, ends, lower, tok):  # noqa: ANN001, ANN202 (numb
     for w in range(len(starts)):
         s, size = starts[w], ends[w] - starts[w]
         h = _word_part(eight[s], min(size, 8), lower) ^ (_U(size) * _GOLD)
-        if size > 8:
-            j = 8
-            while j < size and j < 64:
-                h = ((h ^ (h >> _U(29))) * _MIX1) ^ _word_part(eight[s + j], min(size - j, 8), lower)
-                j += 8
+        if size > 8:              # then fold in each further 8 bytes, up to 64
+            for j in range(8, min(size, 64), 8):
+                part = _word_part(eight[s + j], min(size - j, 8), lower)
+                h = ((h ^ (h >> _U(29))) * _MIX1) ^ part
             if size > 64:
                 long_words[n_long] = w
                 n_long += 1
@@ -242,7 +246,7 @@ def _span_hashes(eight, starts, ends, lower, tok):  # noqa: ANN001, ANN202 (numb
 
 
 @_kernel
-def _word_part(v, size, lower):  # noqa: ANN001, ANN202 (numba kernel)
+def _word_part(v, size, lower):
     """The low `size` (1..8) bytes of v, with ASCII A-Z lowercased if lower (ASCII bytes only)."""
     v &= ~_U(0) >> _U((64 - 8 * size) & 63)
     if lower:
@@ -251,7 +255,7 @@ def _word_part(v, size, lower):  # noqa: ANN001, ANN202 (numba kernel)
 
 
 @_kernel
-def _mix1(x):  # noqa: ANN001, ANN202 (numba kernel)
+def _mix1(x):
     x ^= x >> _U(30)
     x *= _MIX1
     x ^= x >> _U(27)
@@ -260,7 +264,7 @@ def _mix1(x):  # noqa: ANN001, ANN202 (numba kernel)
 
 
 @_kernel
-def _exact_keys(tok, tok_off, keys):  # noqa: ANN001, ANN202 (numba kernel)
+def _exact_keys(tok, tok_off, keys):
     """keys (n, 2): sum of tok[k] * B^(k - first) for two bases B, mixed with the word count."""
     for t in range(len(tok_off) - 1):
         a, b, pa, pb = _U(0), _U(0), _U(1), _U(1)
@@ -275,7 +279,7 @@ def _exact_keys(tok, tok_off, keys):  # noqa: ANN001, ANN202 (numba kernel)
 
 
 @_kernel
-def _signatures(tok, tok_off, ngram, seed_word, mult, sig):  # noqa: ANN001, ANN202 (numba)
+def _signatures(tok, tok_off, ngram, seed_word, mult, sig):
     """sig (n, P) uint32: per text, the minimum over its shingles x of mult * x mod 2^32, where x
     is the top half of the mixed shingle hash (Horner over `ngram` tokens, rolled along)."""
     n, p = len(tok_off) - 1, len(mult)
@@ -426,13 +430,22 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n, bands) uint64 bucket key per band: a hash of that band's `rows` signature values."""
     if bands * rows > sig.shape[1]:
         raise ValueError(f"bands*rows = {bands * rows} exceeds num_perm = {sig.shape[1]}")
-    block = sig[:, : bands * rows].reshape(len(sig), bands, rows)
-    keys = np.zeros((len(sig), bands), dtype=np.uint64)
-    for j in range(rows):
-        keys *= _GOLD
-        keys += block[:, :, j]
-    keys += np.arange(bands, dtype=np.uint64)  # the same rows in two bands are different buckets
-    return _mix(keys)
+    _compile()
+    keys = np.empty((len(sig), bands), dtype=np.uint64)
+    _band_keys(np.ascontiguousarray(sig), rows, keys)
+    return keys
+
+
+@_kernel
+def _band_keys(sig, rows, keys):
+    """keys[i, b]: Horner over band b's signature values, plus b (the same values in two bands
+    are different buckets), mixed."""
+    for i in range(keys.shape[0]):
+        for b in range(keys.shape[1]):
+            h = _U(0)
+            for j in range(b * rows, (b + 1) * rows):
+                h = h * _GOLD + _U(sig[i, j])
+            keys[i, b] = _mix1(h + _U(b))
 
 
 def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,7 +12,15 @@ import pytest
 
 from data import minhash
 from data.dedupe import DedupeConfig, duplicate_groups, flag_duplicates, use_ray
-from data.minhash import estimated_jaccard, optimal_bands, sketch
+from data.minhash import (
+    estimated_jaccard,
+    ngram_hashes,
+    optimal_bands,
+    permutations,
+    sketch,
+    text_buffer,
+    word_hashes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -154,6 +162,54 @@ def test_words_never_run_across_text_borders_and_chunks_do_not_matter(monkeypatc
         assert np.array_equal(small.signatures, whole.signatures)
 
 
+def _reference_word_hash(word: bytes) -> int:
+    """The documented word hash, one word at a time in Python."""
+    import xxhash
+
+    if len(word) > 64:
+        return xxhash.xxh3_64_intdigest(word)
+    mask = (1 << 64) - 1
+    h = int.from_bytes(word[:8], "little") ^ (len(word) * 0x9E3779B97F4A7C15 & mask)
+    for j in range(8, len(word), 8):
+        h = ((h ^ (h >> 29)) * 0xBF58476D1CE4E5B9 & mask) ^ int.from_bytes(word[j: j + 8], "little")
+    h ^= h >> 32
+    return h * 0xD6E8FEB86659FD93 & mask
+
+
+def test_word_hashes_follow_the_reference_across_blocks_and_borders():
+    # data.decontam saves these hashes: they must not change (nor differ from the reference)
+    data, off = text_buffer(["compute x+1", "a" * 70])
+    assert [hex(int(h)) for h in word_hashes(data, off)[0]] == [
+        "0x944dba05c20b42b5", "0xc785250e917bb271", "0xe35bc6ab756b0262"]
+    rng = np.random.default_rng(5)
+    alphabet = list("abcXYZ+{}-") + [" ", "  ", "\t", "\n", "\x00", "é", "Straße"]
+    texts = ["".join(rng.choice(alphabet, rng.integers(0, 60))) + "q" * rng.integers(0, 90)
+             for _ in range(400)]             # words up to ~150 bytes; texts meet mid-word
+    data, off = text_buffer(texts)
+    tok, tok_off = word_hashes(data, off)
+    expected = [[_reference_word_hash(w) for w in re.split(rb"[\x00-\x20]+", t.encode()) if w]
+                for t in texts]
+    assert [t.tolist() for t in np.split(tok, tok_off[1:-1])] == expected
+    ascii_texts = [t.encode("ascii", "ignore") for t in texts]
+    low = text_buffer([t.decode().lower() for t in ascii_texts])
+    upper = text_buffer([t.decode() for t in ascii_texts])
+    lowered = minhash._word_hashes(*upper, True, minhash._Scratch())  # A-Z lowered on the way
+    assert np.array_equal(lowered[0], word_hashes(*low)[0])
+
+
+@pytest.mark.parametrize(("ngram", "shingle"), [(1, "word"), (3, "word"), (5, "word"),
+                                                 (9, "char")])
+def test_signatures_are_minima_of_permuted_shingle_hashes(ngram, shingle):
+    rng = np.random.default_rng(ngram)
+    texts = [" ".join(_words(rng, int(rng.integers(0, 12)))) for _ in range(300)]
+    sk = sketch(texts, num_perm=64, ngram=ngram, shingle=shingle, seed=5, exact=False)
+    data, off = text_buffer(texts)
+    tok, tok_off = word_hashes(data, off) if shingle == "word" else minhash.char_hashes(data, off)
+    h, h_off = ngram_hashes(tok, tok_off, ngram, seed=5)
+    permuted = permutations(64, 5)[:, None] * (h >> 32).astype(np.uint32)[None, :]
+    assert np.array_equal(sk.signatures, np.minimum.reduceat(permuted, h_off[:-1], axis=1).T)
+
+
 def test_short_texts_and_char_shingles():
     df = pd.DataFrame({"t": ["two words", "two words", "two other", "x"]})
     assert flag_duplicates(df, DedupeConfig(exact=False), column="t").tolist() == [
@@ -172,6 +228,8 @@ def test_bad_input_and_config_errors_name_the_fix():
         flag_duplicates(df, DedupeConfig(), column="answer_text")
     with pytest.raises(TypeError, match="'n'"):
         flag_duplicates(df, DedupeConfig(), column="n")
+    with pytest.raises(ValueError, match="offsets must rise"):
+        word_hashes(np.zeros(3, np.uint8), np.array([0, 5]))
     with pytest.raises(ValueError, match="both `bands` and `rows`"):
         DedupeConfig(bands=4)
     with pytest.raises(ValueError, match="exceeds num_perm"):

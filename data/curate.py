@@ -24,6 +24,7 @@ from data.dedupe import DedupeConfig
 from data.filters import FilterConfig
 from data.selection import SelectionConfig
 from data.verify import VerifyConfig
+from pipeline.accounting import combine_reasons
 from teachers.config import TeacherConfig
 
 
@@ -62,12 +63,6 @@ class CurateConfig(BaseModel):
         "e.g. DeepSeek-V3 over HTTP; sampling.max_tokens can be small."))
 
 
-def _set(reasons: pd.Series, new: pd.Series) -> None:
-    """Fill reasons that are still empty from `new` (same index), in place."""
-    fill = reasons.isna() & new.notna()
-    reasons[fill] = new[fill]
-
-
 def _dedupe(rows: pd.DataFrame, alive: pd.Series, cfg: DedupeConfig, prefix: str,
             unit: str) -> pd.Series:
     from data.dedupe import flag_duplicates
@@ -85,7 +80,7 @@ def _dedupe(rows: pd.DataFrame, alive: pd.Series, cfg: DedupeConfig, prefix: str
         else:
             new = flag_duplicates(live, cfg, column=column)
         new = new.map(lambda r: None if r is None or pd.isna(r) else prefix + r)
-        _set(out, pd.Series(new.to_numpy(), index=live.index, dtype=object))
+        out = combine_reasons(out, pd.Series(new.to_numpy(), index=live.index, dtype=object))
     return out
 
 
@@ -122,14 +117,14 @@ def curate(traces: pd.DataFrame, cfg: CurateConfig, *,
     reasons = apply_filters(rows.assign(prompt=rows["problem"]), cfg.filters).astype(object)
     lap("filters")
     if cfg.decontam.enabled:
-        _set(reasons, flag_contaminated(rows, cfg.decontam, column="problem"))
+        reasons = combine_reasons(reasons, flag_contaminated(rows, cfg.decontam, column="problem"))
     lap("decontam")
     if cfg.dedupe_prompts is not None:
-        _set(reasons, _dedupe(rows, reasons.isna(), cfg.dedupe_prompts, "prompt_", "prompt"))
+        reasons = combine_reasons(reasons, _dedupe(rows, reasons.isna(), cfg.dedupe_prompts, "prompt_", "prompt"))
     if cfg.dedupe_responses is not None:
-        _set(reasons, _dedupe(rows, reasons.isna(), cfg.dedupe_responses, "", "response"))
+        reasons = combine_reasons(reasons, _dedupe(rows, reasons.isna(), cfg.dedupe_responses, "", "response"))
     lap("dedupe")
-    _set(reasons, select_samples(rows, cfg.selection, already_rejected=reasons))
+    reasons = combine_reasons(reasons, select_samples(rows, cfg.selection, already_rejected=reasons))
     lap("selection")
     rows["reject_reason"] = reasons
     rows["keep"] = reasons.isna()

@@ -14,9 +14,11 @@ from pipeline.store import write_parquet
 
 
 def combine_reasons(*reasons: pd.Series) -> pd.Series:
-    """The first non-null reason per row across rule outputs applied in order."""
+    """The first non-null reason per row across rule outputs applied in order. Later series may
+    cover only some rows (a rule run over the survivors): they align on the first one's index."""
     out = pd.Series([None] * len(reasons[0]), index=reasons[0].index, dtype=object)
     for series in reasons:
+        series = series.reindex(out.index)
         fill = out.isna() & series.notna()
         out[fill] = series[fill]
     return out

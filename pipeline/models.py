@@ -66,10 +66,6 @@ MODELS: dict[str, Callable[[Path], None]] = {
 }
 
 
-def is_local_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
-
-
 def check_model_source(name: str, field: str) -> None:
     """Raise a RecipeError naming `field` if `name` looks like a path that does not exist."""
     if name in MODELS:

@@ -131,7 +131,3 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise explain_validation_error(err, str(path)) from None
     return recipe.model_copy(update={}, deep=True)
 
-
-def recipe_dir(path: str | Path) -> Path:
-    """Relative paths inside a recipe resolve against the current directory, then the recipe's."""
-    return Path(path).resolve().parent

@@ -57,3 +57,9 @@ def test_open_run_errors_name_the_fix(tmp_path):
     store.record("prompts", "k" * 12, "r")
     with pytest.raises(DistillError, match="stage 'curate' has no finished output"):
         store.stage("curate")
+
+
+def test_combine_reasons_aligns_a_rule_run_over_survivors_only():
+    first = pd.Series([None, "r1", None, None], index=[10, 11, 12, 13], dtype=object)
+    survivors_only = pd.Series(["dup", None], index=[13, 10], dtype=object)
+    assert accounting.combine_reasons(first, survivors_only).tolist() == [None, "r1", None, "dup"]

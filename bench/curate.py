@@ -47,17 +47,17 @@ def realistic_traces(n_rows: int) -> pd.DataFrame:
 
 def run_parts(traces: pd.DataFrame, cfg) -> pd.Series:
     """The curate parts one after another in this process (verify in-process, one worker)."""
-    from data.curate import curate
+    from distill.data.curate import curate
 
     serial = cfg.model_copy(update={"verify": cfg.verify.model_copy(update={"workers": 1})}, deep=True)
     return curate(traces, serial)["reject_reason"]
 
 
 def run_stage(traces: pd.DataFrame, recipe, root: Path) -> pd.DataFrame:
-    from pipeline import accounting
-    from pipeline.stage import StageContext
-    from pipeline.store import RunStore, StageOutput
-    from workflows.stages.curate import CurateStage
+    from distill.pipeline import accounting
+    from distill.pipeline.stage import StageContext
+    from distill.pipeline.store import RunStore, StageOutput
+    from distill.workflows.stages.curate import CurateStage
 
     gen_dir = root / "generate-bench"
     accounting.split_and_write(traces, gen_dir, len(traces))
@@ -76,8 +76,8 @@ def main() -> None:
     args = ap.parse_args()
     n = 200 if args.quick else args.rows
 
-    from data.curate import CurateConfig
-    from pipeline.recipe import load_recipe
+    from distill.data.curate import CurateConfig
+    from distill.workflows.recipe import load_recipe
 
     # The fixture traces answer MATH-500 problems, so decontamination against MATH-500 would flag
     # them all and spare the later rules; check them against the other bundled benchmarks.

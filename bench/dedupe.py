@@ -32,7 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.dedupe import DedupeConfig, duplicate_groups
+from distill.data.dedupe import DedupeConfig, duplicate_groups
 
 
 def make_corpus(n_docs: int, block: int, seed: int) -> tuple[list[str], pd.DataFrame]:

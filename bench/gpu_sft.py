@@ -44,9 +44,8 @@ def model_flops(n_params: int, cfg, lengths: list[int]) -> float:
 
 def build(args, device):
     import torch
+    from distill.students.packing import prepare_for_packing, register_varlen_attention
     from transformers import AutoModelForCausalLM, Qwen2Config
-
-    from students.packing import prepare_for_packing, register_varlen_attention
 
     register_varlen_attention()
     flash = device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
@@ -64,7 +63,7 @@ def build(args, device):
 
 def batches(args, vocab: int):
     """Packed rows of trace-like random sequences, as lists of examples."""
-    from students.packing import pack_rows
+    from distill.students.packing import pack_rows
 
     rng = np.random.default_rng(0)
     need = args.budget * (args.steps + args.warmup) * 2
@@ -91,8 +90,7 @@ def main() -> None:
     p.add_argument("--no-checkpointing", action="store_true")
     args = p.parse_args()
     import torch
-
-    from students.packing import collate
+    from distill.students.packing import collate
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.dry_run:

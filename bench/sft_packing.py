@@ -33,9 +33,8 @@ import numpy as np
 
 def build_model(folder: Path, vocab: int = 2048) -> None:
     import torch
+    from distill.engines.tiny import build_tokenizer
     from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from students.tiny import build_tokenizer
 
     tok = build_tokenizer(0)
     config = LlamaConfig(vocab_size=vocab, hidden_size=256, intermediate_size=688,
@@ -61,9 +60,13 @@ def make_data(n: int, median: int, seed: int) -> list[dict]:
 
 def leak_check(folder: Path, data: list[dict], budget: int) -> float:
     import torch
+    from distill.students.packing import (
+        collate,
+        pack_rows,
+        prepare_for_packing,
+        register_varlen_attention,
+    )
     from transformers import AutoModelForCausalLM
-
-    from students.packing import collate, pack_rows, prepare_for_packing, register_varlen_attention
 
     register_varlen_attention()
     model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa_varlen")
@@ -91,10 +94,9 @@ class Arm:
         import random
 
         import torch
-
-        from students.config import TrainConfig
-        from students.packing import plan_batches
-        from students.sft import load_model, load_tokenizer
+        from distill.students.config import TrainConfig
+        from distill.students.packing import plan_batches
+        from distill.students.sft import load_model, load_tokenizer
 
         over = dict(ARMS[name])
         if over["batching"] == "padded":
@@ -113,7 +115,7 @@ class Arm:
         self.seconds = 0.0
 
     def batch(self, i: int) -> dict:
-        from students.packing import collate
+        from distill.students.packing import collate
 
         return collate(self.cfg.batching, [self.data[j] for j in self.plan[i]], pad_id=0)
 

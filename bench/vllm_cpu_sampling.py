@@ -17,12 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
+    from distill.data.arithmetic import arithmetic_problems
+    from distill.engines.models import resolve_model
+    from distill.teachers.templates import render_user_message
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
-
-    from data.arithmetic import arithmetic_problems
-    from pipeline.models import resolve_model
-    from teachers.templates import render_user_message
 
     dtype = sys.argv[1] if len(sys.argv) > 1 else "float32"
     path = resolve_model("smollm2-135m-instruct")

@@ -17,15 +17,14 @@ import time
 from typing import Callable
 
 import pandas as pd
+from distill.data.decontam import DecontamConfig
+from distill.data.dedupe import DedupeConfig
+from distill.data.filters import FilterConfig
+from distill.data.selection import SelectionConfig
+from distill.data.verify import VerifyConfig
+from distill.pipeline.accounting import combine_reasons
+from distill.teachers.config import TeacherConfig
 from pydantic import BaseModel, ConfigDict, Field
-
-from data.decontam import DecontamConfig
-from data.dedupe import DedupeConfig
-from data.filters import FilterConfig
-from data.selection import SelectionConfig
-from data.verify import VerifyConfig
-from pipeline.accounting import combine_reasons
-from teachers.config import TeacherConfig
 
 
 class ParseConfig(BaseModel):
@@ -65,7 +64,7 @@ class CurateConfig(BaseModel):
 
 def _dedupe(rows: pd.DataFrame, alive: pd.Series, cfg: DedupeConfig, prefix: str,
             unit: str) -> pd.Series:
-    from data.dedupe import flag_duplicates
+    from distill.data.dedupe import flag_duplicates
 
     out = pd.Series([None] * len(rows), index=rows.index, dtype=object)
     live = rows[alive]
@@ -88,11 +87,11 @@ def curate(traces: pd.DataFrame, cfg: CurateConfig, *,
            judge: Callable[[list[str]], list[str]] | None = None,
            timings: dict[str, float] | None = None) -> pd.DataFrame:
     """Parsed, verified and flagged copy of `traces` (needs prompt_id, problem, reference, text)."""
-    from data.decontam import flag_contaminated
-    from data.filters import apply_filters
-    from data.parsing import parse_frame
-    from data.selection import select_samples
-    from data.verify import verify_frame
+    from distill.data.decontam import flag_contaminated
+    from distill.data.filters import apply_filters
+    from distill.data.parsing import parse_frame
+    from distill.data.selection import select_samples
+    from distill.data.verify import verify_frame
 
     timings = timings if timings is not None else {}
     clock = time.perf_counter()

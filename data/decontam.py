@@ -32,10 +32,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from distill.data.benchmarks import BENCHMARKS, load_benchmark
+from distill.data.minhash import ngram_hashes, text_buffer, word_hashes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from data.benchmarks import BENCHMARKS, load_benchmark
-from data.minhash import ngram_hashes, text_buffer, word_hashes
 
 REASON = "contaminated"
 _NORMALISE_VERSION = 1   # bump when normalisation changes: saved indexes then refuse to load

@@ -27,9 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from distill.data.minhash import Sketch, band_keys, estimated_jaccard, optimal_bands, sketch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from data.minhash import Sketch, band_keys, estimated_jaccard, optimal_bands, sketch
 
 REASON_EXACT, REASON_NEAR = "duplicate_exact", "duplicate_near"
 _GOLD = 0x9E3779B97F4A7C15
@@ -247,6 +246,6 @@ def dedupe_ray(ds: Any, cfg: DedupeConfig, *, column: str, id_column: str,
                partitions: int | None = None) -> Any:
     """`ds` (a ray.data.Dataset with unique `id_column`) plus a `dedupe_reason` column, equal to
     flag_duplicates(df, cfg, column=column, order_column=id_column): see data.dedupe_ray."""
-    from data import dedupe_ray as on_ray
+    from distill.data import dedupe_ray as on_ray
 
     return on_ray.dedupe_ray(ds, cfg, column=column, id_column=id_column, partitions=partitions)

@@ -1,6 +1,6 @@
 """Exact and near-duplicate flags over a Ray Dataset: data.dedupe's steps around one shuffle.
 
-    from data.dedupe import dedupe_ray         # (or from data.dedupe_ray)
+    from distill.data.dedupe import dedupe_ray         # (or from distill.data.dedupe_ray)
     ds = dedupe_ray(ray_ds, cfg, column="problem", id_column="id")   # adds `dedupe_reason`
 
 `map_batches` sketches each batch and emits one row per text for its exact key and one per
@@ -16,8 +16,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from data.dedupe import DedupeConfig, _primary, _rank, _sketch, bucket_pairs, bucket_rows, resolve
+from distill.data.dedupe import (
+    DedupeConfig,
+    _primary,
+    _rank,
+    _sketch,
+    bucket_pairs,
+    bucket_rows,
+    resolve,
+)
 
 
 def _ray_rows(batch: pd.DataFrame, cfg: DedupeConfig, column: str, id_column: str,

@@ -1,6 +1,6 @@
 """The DeepSeek-R1 rejection rules: one reason per rule, flagged, never dropped.
 
-    from data.filters import FilterConfig, FILTERS, apply_filters
+    from distill.data.filters import FilterConfig, FILTERS, apply_filters
     df["reject_reason"] = apply_filters(df, FilterConfig())      # first reason per row, None = keep
     FILTERS["language_mix"](df, FilterConfig())                   # one rule on its own
 

@@ -1,6 +1,6 @@
 """Split a teacher's output into reasoning and answer, and pull out the final answer.
 
-    from data.parsing import parse_trace, parse_frame, extract_final_answer
+    from distill.data.parsing import parse_trace, parse_frame, extract_final_answer
     t = parse_trace("<think>2+2 is 4</think>The answer is $\\boxed{4}$.")
     t.reasoning, t.think_closed, t.final_answer   # '2+2 is 4', True, '4'
     df = parse_frame(df, text_column="text")   # adds reasoning, answer_text, think_closed,

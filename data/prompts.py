@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-
-from data import arithmetic
-from data.benchmarks import BENCHMARKS, BUNDLED_DIR, load_benchmark
-from pipeline.errors import RecipeError
+from distill.data import arithmetic
+from distill.data.benchmarks import BENCHMARKS, BUNDLED_DIR, load_benchmark
+from distill.pipeline.errors import RecipeError
 
 PROMPT_SETS: dict[str, Callable[[], pd.DataFrame]] = {
     "arithmetic": arithmetic.arithmetic_train,

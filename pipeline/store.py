@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import DistillError
+from distill.pipeline.errors import DistillError
 
 MANIFEST = "manifest.json"
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Literal
 
+from distill.pipeline.errors import RecipeError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from pipeline.errors import RecipeError
 
 
 class LoraConfig(BaseModel):

@@ -14,9 +14,8 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+from distill.pipeline.store import write_atomic, write_json, write_parquet
 from pydantic import BaseModel, ConfigDict, Field
-
-from pipeline.store import write_atomic, write_json, write_parquet
 
 
 class PublishConfig(BaseModel):

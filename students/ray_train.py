@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from students.config import TrainConfig
+from distill.students.config import TrainConfig
 
 _FINAL = "__final_metrics__"
 
@@ -88,8 +88,7 @@ def strategy_args(cfg: TrainConfig) -> dict[str, Any]:
 def _train_loop(config: dict) -> None:
     import ray
     import ray.train
-
-    from students.sft import run_training
+    from distill.students.sft import run_training
 
     cfg = TrainConfig.model_validate(config["cfg"])
     data = ray.get(config["data"])

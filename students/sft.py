@@ -29,11 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from pipeline.errors import DistillError
-from students.chat import build_examples, ensure_chat_template, fix_eos, r1_generation_template
-from students.config import TrainConfig, validate_for_machine
-from students.packing import batch_tokens, collate, plan_batches, prepare_for_packing
+from distill.pipeline.errors import DistillError
+from distill.students.chat import (
+    build_examples,
+    ensure_chat_template,
+    fix_eos,
+    r1_generation_template,
+)
+from distill.students.config import TrainConfig, validate_for_machine
+from distill.students.packing import batch_tokens, collate, plan_batches, prepare_for_packing
 
 REQUIRED_COLUMNS = ("row_id", "prompt", "reasoning", "answer_text")
 Progress = Callable[[dict], None]
@@ -87,9 +91,8 @@ def load_model(cfg: TrainConfig, tokenizer, *, adapter: bool = True):
     """The base model ready to train: attention kernel, use_cache off (packing), EOS fixed,
     embeddings resized if the tokenizer grew, and a LoRA adapter for lora/qlora."""
     import torch
+    from distill.students.packing import register_varlen_attention
     from transformers import AutoModelForCausalLM
-
-    from students.packing import register_varlen_attention
 
     register_varlen_attention()
     bf16 = resolve_bf16(cfg)
@@ -153,7 +156,7 @@ def train_student(rows: pd.DataFrame, cfg: TrainConfig, out_dir: Path, *,
                            f"{cfg.max_length} tokens", fix="raise max_length or set overlong: truncate")
     data = [{"input_ids": examples[i]["input_ids"], "labels": examples[i]["labels"]} for i in kept]
     if cfg.num_workers > 1:
-        from students.ray_train import train_with_ray
+        from distill.students.ray_train import train_with_ray
 
         metrics = train_with_ray(data, cfg, out_dir, progress=progress)
     else:

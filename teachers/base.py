@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from typing import Callable, Protocol
 
 import pandas as pd
-
-from pipeline.models import resolve_model
-from teachers.config import TeacherConfig
+from distill.engines.models import resolve_model
+from distill.teachers.config import TeacherConfig
 
 
 class Teacher(Protocol):
@@ -23,7 +22,7 @@ class VLLMTeacher:
     """A teacher served by vLLM engines through Ray Data LLM (local or on a cluster)."""
 
     def __init__(self, cfg: TeacherConfig, seed: int):
-        from teachers.ray_vllm import EngineSpec
+        from distill.engines.vllm import EngineSpec
 
         self.cfg = cfg
         self.model = resolve_model(cfg.model)
@@ -32,7 +31,7 @@ class VLLMTeacher:
                                concurrency=cfg.concurrency, accelerator_type=cfg.accelerator_type)
 
     def generate(self, requests: pd.DataFrame) -> Iterator[pd.DataFrame]:
-        from teachers.ray_vllm import VLLMGenerator, render_prompts
+        from distill.engines.vllm import VLLMGenerator, render_prompts
 
         prompts = render_prompts(self.model, list(requests["messages"]), force_think=self.cfg.force_think)
         frame = pd.DataFrame({"request_id": requests["request_id"].to_numpy(), "prompt": prompts})
@@ -44,7 +43,7 @@ class VLLMTeacher:
 
 
 def _http_teacher(cfg: TeacherConfig, seed: int) -> Teacher:
-    from teachers.openai_http import HttpTeacher
+    from distill.teachers.openai_http import HttpTeacher
 
     return HttpTeacher(cfg, seed)
 

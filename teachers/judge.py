@@ -9,17 +9,16 @@ from __future__ import annotations
 from typing import Callable
 
 import pandas as pd
-
-from teachers.config import TeacherConfig
+from distill.teachers.config import TeacherConfig
 
 
 def teacher_judge(cfg: TeacherConfig, seed: int) -> Callable[[list[str]], list[str]]:
     """A callable sending each prompt as one user turn; a failed request yields "" (undecided)."""
-    from teachers.base import make_teacher
+    from distill.teachers.base import make_teacher
 
     def judge(prompts: list[str]) -> list[str]:
         if cfg.backend == "vllm":
-            from pipeline.cluster import ensure_ray
+            from distill.pipeline.cluster import ensure_ray
 
             ensure_ray()
         requests = pd.DataFrame({"request_id": [f"judge:{i}" for i in range(len(prompts))],

@@ -43,9 +43,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pandas as pd
-
-from pipeline.errors import DistillError
-from teachers.config import TeacherConfig
+from distill.pipeline.errors import DistillError
+from distill.teachers.config import TeacherConfig
 
 RESULT_COLUMNS = ["request_id", "text", "reasoning", "prompt_tokens", "completion_tokens",
                   "finish_reason", "error"]

@@ -1,7 +1,7 @@
 """Prompt templates: TEMPLATES["r1_math"].format(problem=...) -> the user message."""
 from __future__ import annotations
 
-from pipeline.errors import RecipeError
+from distill.pipeline.errors import RecipeError
 
 TEMPLATES: dict[str, str] = {
     # The DeepSeek-R1 paper's and open-r1's math prompt.

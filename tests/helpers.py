@@ -13,7 +13,7 @@ def run_cli(args: list[str], *, home: Path, cwd: Path, timeout: float = 900,
             check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `distill` command line in a subprocess and return its result."""
     env = {**os.environ, "DISTILL_HOME": str(home), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, "-m", "distill.workflows.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"distill {' '.join(args)} failed ({proc.returncode}):\n"

@@ -7,11 +7,11 @@ manifest exists for the same key is skipped, so a re-run resumes where the last 
 """
 from __future__ import annotations
 
-from workflows.stages.curate import CurateStage
-from workflows.stages.evaluate import EvaluateStage
-from workflows.stages.generate import GenerateStage
-from workflows.stages.prompts import PromptsStage
-from workflows.stages.publish import PublishStage
-from workflows.stages.train import TrainStage
+from distill.workflows.stages.curate import CurateStage
+from distill.workflows.stages.evaluate import EvaluateStage
+from distill.workflows.stages.generate import GenerateStage
+from distill.workflows.stages.prompts import PromptsStage
+from distill.workflows.stages.publish import PublishStage
+from distill.workflows.stages.train import TrainStage
 
 STAGES = [PromptsStage(), GenerateStage(), CurateStage(), TrainStage(), EvaluateStage(), PublishStage()]

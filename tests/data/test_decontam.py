@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from data.benchmarks import BENCHMARKS, load_benchmark
-from data.decontam import (
+from distill.data.benchmarks import BENCHMARKS, load_benchmark
+from distill.data.decontam import (
     DecontamConfig,
     DecontamIndex,
     build_index,

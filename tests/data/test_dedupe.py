@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from data import minhash
-from data.dedupe import DedupeConfig, duplicate_groups, flag_duplicates, use_ray
-from data.minhash import (
+from distill.data import minhash
+from distill.data.dedupe import DedupeConfig, duplicate_groups, flag_duplicates, use_ray
+from distill.data.minhash import (
     estimated_jaccard,
     ngram_hashes,
     optimal_bands,
@@ -102,7 +101,7 @@ def test_real_r1_traces_problems_repeat_and_responses_do_not():
 
 
 def test_verify_drops_bucket_pairs_below_threshold():
-    from data.dedupe import bucket_pairs
+    from distill.data.dedupe import bucket_pairs
 
     sig = np.zeros((3, 128), dtype=np.uint32)
     sig[1, :40] = 1                  # estimated Jaccard with row 0: 88/128 = 0.69
@@ -285,7 +284,7 @@ def test_dedupe_ray_equals_one_process(ray_local):
 
 
 def dedupe_ray_to_pandas(ray, df: pd.DataFrame, cfg: DedupeConfig) -> pd.DataFrame:
-    from data.dedupe import dedupe_ray
+    from distill.data.dedupe import dedupe_ray
 
     third = len(df) // 3
     ds = ray.data.from_pandas([df.iloc[:third], df.iloc[third: 2 * third], df.iloc[2 * third:]])

@@ -7,10 +7,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-
-from data.filters import FILTERS, FilterConfig, apply_filters, duplicate_ngram_share
-from data.parsing import parse_frame
-from data.verify import VerifyConfig, verify_frame
+from distill.data.filters import FILTERS, FilterConfig, apply_filters, duplicate_ngram_share
+from distill.data.parsing import parse_frame
+from distill.data.verify import VerifyConfig, verify_frame
 
 TRACES = Path(__file__).parents[1] / "fixtures" / "r1traces"
 CLEAN_REASONING = " ".join(f"Step {i}: we multiply {i} by {i + 1} to get {i * (i + 1)}, and "

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from data.parsing import extract_final_answer, parse_frame, parse_trace
+from distill.data.parsing import extract_final_answer, parse_frame, parse_trace
 
 TRACES = Path(__file__).parents[1] / "fixtures" / "r1traces"
 

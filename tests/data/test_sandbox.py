@@ -15,15 +15,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
-from data.sandbox import (
+from distill.data.sandbox import (
     UID_BASE,
     SandboxLimits,
     SandboxUnavailable,
     _world_executable,
     run_sandboxed,
 )
+from pydantic import ValidationError
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox uses Linux namespaces")
 
@@ -212,7 +211,7 @@ def test_bad_settings_are_rejected_with_the_field_named():
 
 NOT_ROOT_CHECK = """
 import json, os, socket, uuid
-from data.sandbox import SandboxLimits, run_sandboxed
+from distill.data.sandbox import SandboxLimits, run_sandboxed
 server = socket.create_server(("127.0.0.1", 0))
 escape = f"/tmp/escape_{uuid.uuid4().hex}"
 code = (f"open({escape!r}, 'w').write('x')\\n"
@@ -244,7 +243,9 @@ def _unprivileged_command() -> list[str] | None:
             and all(p.stat().st_mode & 0o005 for p in [Path(site), *Path(site).parents])):
         return None
     return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i",
-            "PATH=/usr/bin:/bin", f"PYTHONPATH={site}:{REPO}", python, "-c", NOT_ROOT_CHECK]
+            "PATH=/usr/bin:/bin", python, "-c",
+            # addsitedir runs the site's .pth files, which map the `distill` namespace
+            f"import site; site.addsitedir({site!r})\n" + NOT_ROOT_CHECK]
 
 
 def test_contains_network_and_writes_when_not_root_too():

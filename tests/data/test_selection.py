@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from data.selection import SelectionConfig, pass_rates, select_samples
+from distill.data.selection import SelectionConfig, pass_rates, select_samples
 
 
 @pytest.fixture()

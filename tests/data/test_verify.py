@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from math_verify import parse, verify
-
-from data.benchmarks import load_benchmark
-from data.parsing import parse_frame
-from data.verify import (
+from distill.data.benchmarks import load_benchmark
+from distill.data.parsing import parse_frame
+from distill.data.verify import (
     IN_PROCESS_MAX,
     JudgeConfig,
     VerifyConfig,
@@ -21,6 +19,7 @@ from data.verify import (
     verify_math,
     verify_one,
 )
+from math_verify import parse, verify
 
 TRACES = Path(__file__).parents[1] / "fixtures" / "r1traces"
 

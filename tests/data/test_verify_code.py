@@ -6,9 +6,8 @@ import sys
 
 import pandas as pd
 import pytest
-
-from data.sandbox import SandboxLimits
-from data.verify_code import (
+from distill.data.sandbox import SandboxLimits
+from distill.data.verify_code import (
     CodeVerifyConfig,
     code_verdicts,
     extract_program,

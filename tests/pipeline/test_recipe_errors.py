@@ -6,9 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from pipeline.errors import RecipeError
-from pipeline.recipe import load_recipe
+from distill.pipeline.errors import RecipeError
+from distill.workflows.recipe import load_recipe
 from helpers import REPO, run_cli
 
 SMOKE = REPO / "workflows" / "recipes" / "smoke.yaml"
@@ -107,8 +106,8 @@ def test_cli_qlora_on_cpu_is_refused(tmp_path, distill_home):
 
 
 def test_rows_without_reference_are_rejected_with_reason(tmp_path):
-    from data.prompts import load_prompts
-    from pipeline.recipe import PromptsConfig
+    from distill.data.prompts import load_prompts
+    from distill.workflows.recipe import PromptsConfig
 
     pd.DataFrame({"problem": ["a?", "", "c?", "a?"], "answer": ["1", "2", None, "1"]}).to_json(
         tmp_path / "p.jsonl", orient="records", lines=True)

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from pipeline import accounting
-from pipeline.errors import DistillError
-from pipeline.store import RunStore, open_run, read_parquet_dir, write_json
+from distill.pipeline import accounting
+from distill.pipeline.errors import DistillError
+from distill.pipeline.store import RunStore, open_run, read_parquet_dir, write_json
 
 
 def test_split_and_write_accounts_for_every_row(tmp_path):

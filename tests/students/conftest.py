@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from students.tiny import build_tiny_model
+from distill.engines.tiny import build_tiny_model
 
 TRACES = Path(__file__).resolve().parents[1] / "fixtures" / "r1traces"
 

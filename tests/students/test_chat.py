@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
-
-from students.chat import (
+from distill.students.chat import (
     assistant_text,
     build_example,
     end_of_turn_token,
@@ -13,6 +11,7 @@ from students.chat import (
     fix_eos,
     r1_generation_template,
 )
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 REASONING = "Okay, 12 + 7 = 19. Wait, let me check: 19 - 7 = 12."
 ANSWER = "The answer is \\boxed{19}."

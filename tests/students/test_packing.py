@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-
-from students.packing import (
+from distill.students.packing import (
     collate,
     group_by_length,
     pack_rows,
@@ -17,6 +15,7 @@ from students.packing import (
     prepare_for_packing,
     register_varlen_attention,
 )
+from transformers import AutoModelForCausalLM
 
 TOL = 1e-4
 LENGTHS = [37, 5, 120, 64, 1, 90, 2, 48]

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 import ray
+from distill.pipeline.errors import RecipeError
+from distill.students.chat import build_examples
+from distill.students.config import TrainConfig, validate_for_machine
+from distill.students.packing import plan_batches
+from distill.students.ray_train import deepspeed_zero3_config, scaling_config, strategy_args
+from distill.students.sft import load_tokenizer, train_student, training_args
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
-
-from pipeline.errors import RecipeError
-from students.chat import build_examples
-from students.config import TrainConfig, validate_for_machine
-from students.packing import plan_batches
-from students.ray_train import deepspeed_zero3_config, scaling_config, strategy_args
-from students.sft import load_tokenizer, train_student, training_args
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from distill.pipeline.errors import DistillError, RecipeError
+from distill.students.config import TrainConfig, validate_for_machine
+from distill.students.sft import last_checkpoint, train_student
 from peft import PeftModel
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from pipeline.errors import DistillError, RecipeError
-from students.config import TrainConfig, validate_for_machine
-from students.sft import last_checkpoint, train_student
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,8 +112,8 @@ def test_last_checkpoint_skips_and_deletes_incomplete(tmp_path):
 RESUME_SCRIPT = textwrap.dedent("""
     import sys, time, pandas as pd
     from pathlib import Path
-    from students.config import TrainConfig
-    from students.sft import train_student
+    from distill.students.config import TrainConfig
+    from distill.students.sft import train_student
     rows = pd.read_parquet(sys.argv[1])
     cfg = TrainConfig.model_validate_json(Path(sys.argv[2]).read_text())
     train_student(rows, cfg, Path(sys.argv[3]), progress=lambda e: time.sleep(0.3))

@@ -11,12 +11,11 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
+from distill.engines.vllm import EngineSpec
+from distill.pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
+from distill.teachers.base import VLLMTeacher
+from distill.workflows.recipe import Recipe, load_recipe
 from helpers import REPO
-
-from pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
-from pipeline.recipe import Recipe, load_recipe
-from teachers.base import VLLMTeacher
-from teachers.ray_vllm import EngineSpec
 
 R1_RECIPES = sorted((REPO / "workflows" / "recipes" / "r1_distill").glob("*.yaml"))
 SMOKE = REPO / "workflows" / "recipes" / "smoke.yaml"

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pandas as pd
+from distill.data.verify import JudgeConfig, VerifyConfig, verify_frame
+from distill.teachers.config import HttpEndpointConfig, TeacherConfig
+from distill.teachers.judge import teacher_judge
 
-from data.verify import JudgeConfig, VerifyConfig, verify_frame
 from tests.teachers.http_server import Behaviour, ChatServer
-from teachers.config import HttpEndpointConfig, TeacherConfig
-from teachers.judge import teacher_judge
 
 
 def test_judge_rescues_what_rules_cannot_read_and_skips_what_they_decided():

@@ -7,12 +7,12 @@ import time
 
 import pandas as pd
 import pytest
+from distill.pipeline.errors import DistillError
+from distill.teachers.base import make_teacher
+from distill.teachers.config import HttpEndpointConfig, SamplingConfig, TeacherConfig
+from distill.teachers.openai_http import RESULT_COLUMNS, HttpTeacher, request_seed
+from distill.teachers.templates import build_messages
 
-from pipeline.errors import DistillError
-from teachers.base import make_teacher
-from teachers.config import HttpEndpointConfig, SamplingConfig, TeacherConfig
-from teachers.openai_http import RESULT_COLUMNS, HttpTeacher, request_seed
-from teachers.templates import build_messages
 from tests.teachers.http_server import Behaviour, ChatServer, answer_for, count_tokens
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from distill.data.arithmetic import arithmetic_train
+from distill.pipeline import open_run
+from distill.teachers.openai_http import request_seed
+from distill.teachers.templates import render_user_message
 from helpers import REPO, run_cli
 
-from data.arithmetic import arithmetic_train
-from pipeline import open_run
-from teachers.openai_http import request_seed
-from teachers.templates import render_user_message
 from tests.teachers.http_server import Behaviour, ChatServer, answer_for, count_tokens
 
 pytestmark = pytest.mark.timeout(300)

@@ -9,17 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from distill.data.benchmarks import BENCHMARKS
+from distill.data.prompts import check_columns, load_prompts, read_table
+from distill.engines.models import check_model_source
+from distill.pipeline.errors import RecipeError
+from distill.pipeline.stage import stage_key
+from distill.students.config import TrainConfig, validate_for_machine
+from distill.teachers.templates import TEMPLATES
+from distill.workflows.preflight import preflight
+from distill.workflows.recipe import Recipe, load_recipe
 from helpers import REPO
-
-from data.benchmarks import BENCHMARKS
-from data.prompts import check_columns, load_prompts, read_table
-from pipeline.errors import RecipeError
-from pipeline.models import check_model_source
-from pipeline.preflight import preflight
-from pipeline.recipe import Recipe, load_recipe
-from pipeline.stage import stage_key
-from students.config import TrainConfig, validate_for_machine
-from teachers.templates import TEMPLATES
 
 RECIPES_DIR = REPO / "workflows" / "recipes"
 RECIPES = sorted(RECIPES_DIR.glob("**/*.yaml"))
@@ -226,7 +225,7 @@ def test_r1_recipes_share_the_teacher_traces():
     """Same prompts, teacher settings, seed and curation: in one run directory the six students
     reuse one generate and one curate output (equal stage keys), as the paper's six students
     learned from the same samples."""
-    from workflows.distill import STAGES
+    from distill.workflows.distill import STAGES
 
     shared = [s for s in STAGES if s.name in ("prompts", "generate", "curate")]
     assert [s.name for s in shared] == ["prompts", "generate", "curate"]

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
+from distill.pipeline import open_run
 from helpers import REPO, run_cli
-from pipeline import open_run
 
 SMOKE = REPO / "workflows" / "recipes" / "smoke.yaml"
 STAGES = ["prompts", "generate", "curate", "train", "evaluate", "publish"]
@@ -133,7 +132,7 @@ def test_kill_during_generate_then_resume(tmp_path, distill_home):
     args = ["run", str(SMOKE), "--run-dir", str(run_dir), "--set", "prompts.limit=160",
             "--set", "evaluate.enabled=false", "--set", "publish.enabled=false"]
     env = {**os.environ, "DISTILL_HOME": str(distill_home)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "distill.workflows.cli", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
     shards: list[Path] = []

@@ -1,9 +1,9 @@
 """curate: parse, verify, filter, decontaminate, dedupe and select the teacher's traces."""
 from __future__ import annotations
 
-from pipeline.errors import RecipeError
-from pipeline.recipe import Recipe
-from pipeline.stage import StageContext, StageResult
+from distill.pipeline.errors import RecipeError
+from distill.pipeline.stage import StageContext, StageResult
+from distill.workflows.recipe import Recipe
 
 
 class CurateStage:
@@ -19,12 +19,12 @@ class CurateStage:
         return cfg
 
     def run(self, ctx: StageContext) -> StageResult:
-        from data.curate import curate
+        from distill.data.curate import curate
 
         cfg = ctx.recipe.curate
         judge = None
         if cfg.verify.method == "judge" or cfg.verify.judge.enabled:
-            from teachers.judge import teacher_judge
+            from distill.teachers.judge import teacher_judge
 
             if cfg.judge_teacher is None:
                 raise RecipeError("curate.verify: the judge is on but curate.judge_teacher is not set",

@@ -1,8 +1,8 @@
 """evaluate: the student (and its base model) on held-out benchmarks, pass@1 over n samples."""
 from __future__ import annotations
 
-from pipeline.recipe import Recipe
-from pipeline.stage import StageContext, StageResult
+from distill.pipeline.stage import StageContext, StageResult
+from distill.workflows.recipe import Recipe
 
 
 class EvaluateStage:
@@ -16,9 +16,9 @@ class EvaluateStage:
                 "base": recipe.train.student if recipe.evaluate.compare_base else None}
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline.cluster import ensure_ray
-        from pipeline.models import resolve_model
-        from students.evaluate import evaluate_models
+        from distill.engines.models import resolve_model
+        from distill.evaluation.evaluate import evaluate_models
+        from distill.pipeline.cluster import ensure_ray
 
         recipe = ctx.recipe
         cfg = recipe.evaluate

@@ -9,15 +9,14 @@ from __future__ import annotations
 import uuid
 
 import pandas as pd
-
-from pipeline.recipe import Recipe
-from pipeline.stage import StageContext, StageResult
-from pipeline.store import read_parquet_dir, write_parquet
+from distill.pipeline.stage import StageContext, StageResult
+from distill.pipeline.store import read_parquet_dir, write_parquet
+from distill.workflows.recipe import Recipe
 
 
 def build_requests(prompts: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     """One row per (prompt, sample index) with the chat messages for the teacher."""
-    from teachers.templates import build_messages
+    from distill.teachers.templates import build_messages
 
     t = recipe.teacher
     k = t.sampling.n
@@ -39,8 +38,8 @@ class GenerateStage:
         return {**recipe.teacher.result_fields(), "seed": recipe.seed}
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline.cluster import ensure_ray
-        from teachers.base import make_teacher
+        from distill.pipeline.cluster import ensure_ray
+        from distill.teachers.base import make_teacher
 
         recipe = ctx.recipe
         requests = build_requests(ctx.inputs["prompts"].to_pandas(), recipe)

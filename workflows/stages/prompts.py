@@ -1,8 +1,8 @@
 """prompts: load the prompt set, give each prompt a stable id, reject unusable rows with a reason."""
 from __future__ import annotations
 
-from pipeline.recipe import Recipe
-from pipeline.stage import StageContext, StageResult
+from distill.pipeline.stage import StageContext, StageResult
+from distill.workflows.recipe import Recipe
 
 
 class PromptsStage:
@@ -15,7 +15,7 @@ class PromptsStage:
         return recipe.prompts.model_dump()
 
     def run(self, ctx: StageContext) -> StageResult:
-        from data.prompts import load_prompts
+        from distill.data.prompts import load_prompts
 
         base = ctx.recipe_path.parent if ctx.recipe_path else None
         rows = load_prompts(ctx.recipe.prompts, base)

@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
-from pipeline.recipe import Recipe
-from pipeline.stage import StageContext, StageResult
+from distill.pipeline.stage import StageContext, StageResult
+from distill.workflows.recipe import Recipe
 
 
 class PublishStage:
@@ -38,7 +37,7 @@ class PublishStage:
         }
 
     def run(self, ctx: StageContext) -> StageResult:
-        from students.publish import publish_student
+        from distill.students.publish import publish_student
 
         recipe = ctx.recipe
         cfg = recipe.publish

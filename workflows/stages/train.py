@@ -6,14 +6,13 @@ recipe's rule), so the funnel counts them.
 from __future__ import annotations
 
 import pandas as pd
-
-from pipeline.recipe import Recipe
-from pipeline.stage import StageContext, StageResult
+from distill.pipeline.stage import StageContext, StageResult
+from distill.workflows.recipe import Recipe
 
 
 def sft_rows(curated: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     """The SFT table: the user message exactly as the teacher saw it, the reasoning and answer."""
-    from teachers.templates import render_user_message
+    from distill.teachers.templates import render_user_message
 
     rows = curated.copy()
     rows["row_id"] = rows["request_id"]
@@ -34,8 +33,8 @@ class TrainStage:
         return {**cfg, "prompt_template": recipe.teacher.template, "seed": recipe.seed}
 
     def run(self, ctx: StageContext) -> StageResult:
-        from pipeline.models import resolve_model
-        from students.sft import train_student
+        from distill.engines.models import resolve_model
+        from distill.students.sft import train_student
 
         recipe = ctx.recipe
         rows = sft_rows(ctx.inputs["curate"].to_pandas(), recipe)

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import RecipeError
-from pipeline.models import check_model_source
-from pipeline.recipe import Recipe
+from distill.engines.models import check_model_source
+from distill.pipeline.errors import RecipeError
+from distill.workflows.recipe import Recipe
 
 
 def preflight(recipe: Recipe, recipe_path: Path | None = None) -> None:
-    from data.prompts import check_columns, load_prompts, read_table
-    from students.config import validate_for_machine
-    from teachers.templates import TEMPLATES
+    from distill.data.prompts import check_columns, load_prompts, read_table
+    from distill.students.config import validate_for_machine
+    from distill.teachers.templates import TEMPLATES
 
     base = recipe_path.parent if recipe_path else None
     check_model_source(recipe.teacher.model, "teacher.model")
@@ -51,6 +51,6 @@ def cuda_available(address: str | None = None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         return False
-    from pipeline.cluster import ensure_ray
+    from distill.pipeline.cluster import ensure_ray
 
     return ensure_ray(address).cluster_resources().get("GPU", 0) > 0

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.errors import RecipeError
+from distill.pipeline.errors import RecipeError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -52,7 +52,7 @@ def _build_smollm2(out: Path) -> None:
 
 def _tiny(arch: str) -> Callable[[Path], None]:
     def build(out: Path) -> None:
-        from students.tiny import build_tiny_model
+        from distill.engines.tiny import build_tiny_model
 
         build_tiny_model(arch, out, seed=0)
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-
-from pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
-from teachers.config import SamplingConfig
+from distill.engines.sampling import SamplingConfig
+from distill.pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
 
 
 @dataclass

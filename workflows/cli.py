@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from distill.pipeline.errors import DistillError
 from rich.console import Console
 from rich.table import Table
-
-from pipeline.errors import DistillError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil a reasoning teacher into small students, stage by stage, resumably.")
 console = Console(highlight=False)
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "workflows" / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 def _quiet_libraries() -> None:
@@ -45,12 +44,12 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory; default runs/<recipe name>."),
         set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set train.epochs=2.")) -> None:
     """Run the workflow; stages already done for the same settings are skipped."""
-    from pipeline.preflight import preflight
-    from pipeline.recipe import load_recipe
-    from pipeline.report import eval_results, write_report
-    from pipeline.runner import run_stages
-    from pipeline.store import RunStore
-    from workflows.distill import STAGES
+    from distill.pipeline.runner import run_stages
+    from distill.pipeline.store import RunStore
+    from distill.workflows.distill import STAGES
+    from distill.workflows.preflight import preflight
+    from distill.workflows.recipe import load_recipe
+    from distill.workflows.report import eval_results, write_report
 
     _quiet_libraries()
     try:
@@ -97,8 +96,8 @@ def _print_results(results: dict) -> None:
 @app.command()
 def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """Which stages are done, with their row counts and the funnel by reason."""
-    from pipeline.report import ORDER, funnel_rows
-    from pipeline.store import open_run
+    from distill.pipeline.store import open_run
+    from distill.workflows.report import ORDER, funnel_rows
 
     try:
         store = open_run(run_dir)
@@ -131,8 +130,7 @@ def show(run_dir: Path = typer.Argument(...), stage: str = typer.Argument(...),
          columns: Optional[str] = typer.Option(None, "--columns", help="Comma-separated columns.")) -> None:
     """A stage's rows as a table (pandas)."""
     import pandas as pd
-
-    from pipeline.store import open_run
+    from distill.pipeline.store import open_run
 
     try:
         frame = open_run(run_dir).stage(stage).to_pandas(rejected=rejected)

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from distill.data.curate import CurateConfig
+from distill.evaluation.evaluate import EvalConfig
+from distill.pipeline.errors import RecipeError
+from distill.students.config import TrainConfig
+from distill.students.publish import PublishConfig
+from distill.teachers.config import TeacherConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from data.curate import CurateConfig
-from pipeline.errors import RecipeError
-from students.config import TrainConfig
-from students.evaluate import EvalConfig
-from students.publish import PublishConfig
-from teachers.config import TeacherConfig
 
 
 class PromptsConfig(BaseModel):

@@ -1,6 +1,6 @@
 """Tiny random-weight students for tests and the smoke recipe, built in-process (no hub).
 
-    from students.tiny import build_tiny_model
+    from distill.engines.tiny import build_tiny_model
     folder = build_tiny_model("qwen2", tmp_path / "tiny")   # -> Path, loadable by transformers and vLLM
 
 The folder holds a 2-layer model (hidden 128, 2 heads x head_dim 64, 1 KV head so GQA paths run,

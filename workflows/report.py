@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.store import RunStore
+from distill.pipeline.store import RunStore
 
 ORDER = ("prompts", "generate", "curate", "train", "evaluate", "publish")
 

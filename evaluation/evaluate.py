@@ -2,16 +2,15 @@
 
 Each model answers every benchmark question n times (vLLM through Ray Data LLM, one engine per
 model), answers are parsed and scored with math-verify, and each (model, benchmark) gets pass@1
-averaged over the n samples with a 95% interval, and cons@n (students.metrics.summarise).
+averaged over the n samples with a 95% interval, and cons@n (distill.evaluation.metrics.summarise).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import pandas as pd
+from distill.engines.sampling import SamplingConfig
 from pydantic import BaseModel, ConfigDict, Field
-
-from teachers.config import SamplingConfig
 
 
 class BenchmarkSpec(BaseModel):
@@ -51,8 +50,8 @@ class EvalConfig(BaseModel):
 
 def benchmark_requests(cfg: EvalConfig, base_dir=None) -> pd.DataFrame:
     """One row per (benchmark, question, sample) with the user message."""
-    from data.prompts import check_columns, read_table
-    from teachers.templates import build_messages
+    from distill.data.prompts import check_columns, read_table
+    from distill.teachers.templates import build_messages
 
     frames = []
     for spec in cfg.benchmarks:
@@ -78,7 +77,7 @@ def benchmark_requests(cfg: EvalConfig, base_dir=None) -> pd.DataFrame:
 def generate_answers(model_dir: str, requests: pd.DataFrame, cfg: EvalConfig, seed: int,
                      progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Sample each request once from `model_dir` (its own chat template) and return the rows."""
-    from teachers.ray_vllm import EngineSpec, VLLMGenerator, render_prompts
+    from distill.engines.vllm import EngineSpec, VLLMGenerator, render_prompts
 
     prompts = render_prompts(model_dir, list(requests["messages"]))
     spec = EngineSpec(model=model_dir, sampling=cfg.sampling, seed=seed, engine=cfg.engine,
@@ -95,8 +94,8 @@ def generate_answers(model_dir: str, requests: pd.DataFrame, cfg: EvalConfig, se
 
 def score(rows: pd.DataFrame, timeout_s: float = 5.0) -> pd.DataFrame:
     """Add parsed answers and `correct` (math-verify) to answer rows."""
-    from data.parsing import parse_frame
-    from data.verify import verify_math
+    from distill.data.parsing import parse_frame
+    from distill.data.verify import verify_math
 
     rows = parse_frame(rows.assign(text=rows["text"].fillna("")), text_column="text", think_required=False)
     # The boxed / "Final answer" part where there is one, else the whole answer (math-verify takes
@@ -111,7 +110,7 @@ def evaluate_models(models: dict[str, str], cfg: EvalConfig, seed: int, *, base_
                     progress: Callable[[str, int, int | None], None] | None = None
                     ) -> tuple[pd.DataFrame, dict]:
     """Answer rows for every model, and results[model][benchmark] = summarise(...)."""
-    from students.metrics import summarise
+    from distill.evaluation.metrics import summarise
 
     requests = benchmark_requests(cfg, base_dir)
     all_rows, results = [], {}

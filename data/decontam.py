@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from distill.data.benchmarks import BENCHMARKS, load_benchmark
 from distill.data.minhash import ngram_hashes, text_buffer, word_hashes
+from distill.pipeline.keys import fingerprint
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 REASON = "contaminated"
@@ -49,10 +50,10 @@ class DecontamConfig(BaseModel):
     enabled: bool = Field(True, description="Flag rows that overlap a benchmark problem.")
     benchmarks: list[str] = Field(
         default_factory=lambda: ["math500", "aime24", "amc23", "gsm8k_test"],
-        description=f"Bundled benchmarks (data.benchmarks): any of {sorted(BENCHMARKS)}.")
+        description=f"Bundled benchmarks (data.benchmarks): any of {sorted(BENCHMARKS)}.", json_schema_extra=fingerprint("bundled_benchmarks"))
     extra_paths: list[str] = Field(
         default_factory=list, description="More eval sets: JSONL or Parquet files with a "
-        "`problem` column; each is a source named after its file.")
+        "`problem` column; each is a source named after its file.", json_schema_extra=fingerprint("files"))
     ngram: int = Field(8, ge=1, le=64, description="Words per n-gram after normalisation.")
     min_overlap: int = Field(1, ge=1, description="Distinct n-grams a row must share with one "
                              "problem (a problem with fewer n-grams needs all of them).")

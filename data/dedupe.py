@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from distill.data.minhash import Sketch, band_keys, estimated_jaccard, optimal_bands, sketch
+from distill.pipeline.keys import RUNTIME
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 REASON_EXACT, REASON_NEAR = "duplicate_exact", "duplicate_near"
@@ -59,11 +60,11 @@ class DedupeConfig(BaseModel):
     keep: Literal["first", "longest", "shortest"] = Field(
         "first", description="Which row of a duplicate group is kept.")
     distributed: Literal["auto", "never", "always"] = Field(
-        "auto", description="Run on Ray Data: 'auto' when rows exceed local_max_rows.")
+        "auto", description="Run on Ray Data: 'auto' when rows exceed local_max_rows.", json_schema_extra=RUNTIME)
     local_max_rows: int = Field(2_000_000, ge=1, description="'auto' stays in one process up to "
-                                "this many rows (signatures take 4*num_perm bytes a row).")
+                                "this many rows (signatures take 4*num_perm bytes a row).", json_schema_extra=RUNTIME)
     threads: int = Field(1, ge=1, le=256, description="Threads for signatures in one process "
-                         "(results do not depend on it); Ray tasks use one each.")
+                         "(results do not depend on it); Ray tasks use one each.", json_schema_extra=RUNTIME)
 
     @model_validator(mode="after")
     def _check_bands(self) -> DedupeConfig:

@@ -58,6 +58,22 @@ def read_table(source: str, *, field: str = "prompts.source", base_dir: Path | N
                           fix="check the file: JSON Lines needs one JSON object per line") from None
 
 
+def source_fingerprint(source: str, base_dir: Path | None = None) -> str:
+    """The content digest of a prompt or benchmark source (what stage keys hold, not its path):
+    a file's bytes, or a bundled set's rows."""
+    from distill.pipeline.fingerprint import file_digest
+
+    if source.startswith("bundled:"):
+        table = read_table(source)
+        hashed = pd.util.hash_pandas_object(table.astype(str), index=False).to_numpy()
+        return "rows:" + hashlib.sha256(hashed.tobytes() + ",".join(map(str, table.columns)).encode()).hexdigest()
+    path = resolve_path(source, base_dir)
+    if not path.exists():
+        raise RecipeError(f"file {source!r} does not exist (looked in {path.parent})",
+                          fix="give an existing JSON Lines or Parquet file, or bundled:NAME")
+    return file_digest(path)
+
+
 def resolve_path(source: str, base_dir: Path | None) -> Path:
     """A relative path resolves against the current directory, then the recipe's folder."""
     path = Path(source).expanduser()

@@ -28,6 +28,7 @@ from typing import Literal
 
 import pandas as pd
 from distill.data.verify_code import CodeVerifyConfig  # light: pandas, pydantic and the stdlib
+from distill.pipeline.keys import RUNTIME
 from pydantic import BaseModel, ConfigDict, Field
 
 # A pool takes 2-4 s to start (forkserver importing sympy) and one process verifies about 120
@@ -69,7 +70,7 @@ class VerifyConfig(BaseModel):
         "math", description="math: math-verify; code: run tests (data.verify_code); judge: "
         "math-verify, then the judge on what it left undecided; none: every row None.")
     timeout_s: float = Field(5.0, gt=0, description="Seconds allowed per item (parse+compare).")
-    workers: int = Field(0, ge=0, description="Processes for math-verify; 0 = os.cpu_count().")
+    workers: int = Field(0, ge=0, description="Processes for math-verify; 0 = os.cpu_count().", json_schema_extra=RUNTIME)
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The optional judge.")
     code: CodeVerifyConfig = Field(default_factory=CodeVerifyConfig, description="Sandbox "
                                    "limits and threads for method='code' (data.verify_code).")

@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 from distill.data.sandbox import SandboxLimits, SandboxResult, run_sandboxed
+from distill.pipeline.keys import RUNTIME
 from pydantic import BaseModel, ConfigDict, Field
 
 FENCE_RE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*```",
@@ -50,7 +51,7 @@ class CodeVerifyConfig(BaseModel):
         "assert suite).")
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 2, gt=0,
-        description="Rows verified at once (threads; each run is its own process).")
+        description="Rows verified at once (threads; each run is its own process).", json_schema_extra=RUNTIME)
     language: str = Field("python", description="Sandbox language the programs are written in.")
     stop_on_first_failure: bool = Field(
         True, description="Stop a row's stdin/stdout cases at the first failure, so a wrong or "

@@ -18,13 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from distill.pipeline.errors import RecipeError
+from distill.pipeline.fingerprint import distill_home, tree_digest
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def distill_home() -> Path:
-    """Where models and caches live: $DISTILL_HOME, else ~/.cache/distill."""
-    return Path(os.environ.get("DISTILL_HOME", Path.home() / ".cache" / "distill"))
 
 
 def _build_smollm2(out: Path) -> None:
@@ -92,3 +88,30 @@ def resolve_model(name: str) -> str:
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return str(out)
+
+
+def hub_revision(repo_id: str, revision: str | None = None) -> str | None:
+    """The commit a hub id (at `revision`, default main) resolves to: asked of the hub unless
+    HF_HUB_OFFLINE is set, else read from the local Hugging Face cache; None when neither knows."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub import constants as hf_constants
+
+    if not hf_constants.HF_HUB_OFFLINE:
+        try:
+            return HfApi().model_info(repo_id, revision=revision).sha
+        except Exception:  # no network, no access: fall back to the cache
+            pass
+    cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    if isinstance(cached, str):
+        return Path(cached).parent.name  # .../snapshots/<commit>/config.json
+    return None
+
+
+def model_fingerprint(name: str) -> dict:
+    """What a model contributes to a stage key: its content, not its name or path. A built-in
+    short name or a local folder: the digest of the folder's files (weights, config, tokenizer,
+    chat template); a hub id: the commit it resolves to (`unresolved` when neither the hub nor
+    the local cache can say; the key then holds the id alone)."""
+    if name in MODELS or Path(name).expanduser().exists():
+        return {"content": tree_digest(resolve_model(name))}
+    return {"hub": name, "revision": hub_revision(name) or "unresolved"}

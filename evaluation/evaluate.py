@@ -10,6 +10,7 @@ from typing import Callable
 
 import pandas as pd
 from distill.engines.sampling import SamplingConfig
+from distill.pipeline.keys import RUNTIME, fingerprint
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -18,7 +19,7 @@ class BenchmarkSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="Name in the results table.")
-    source: str = Field(description="`bundled:NAME` (math500, aime24, amc23, gsm8k_test, ...) or a file.")
+    source: str = Field(description="`bundled:NAME` (math500, aime24, amc23, gsm8k_test, ...) or a file.", json_schema_extra=fingerprint("prompt_source"))
     problem_column: str = Field("problem", description="Column with the question.")
     answer_column: str = Field("answer", description="Column with the reference answer.")
     limit: int | None = Field(None, ge=1, description="Use the first N questions only.")
@@ -40,12 +41,9 @@ class EvalConfig(BaseModel):
     sampling: SamplingConfig = Field(default_factory=r1_sampling, description="Sampling (n is ignored).")
     template: str = Field("r1_math", description="Prompt template (teachers.templates).")
     compare_base: bool = Field(True, description="Also evaluate the student's base model.")
-    engine: dict = Field(default_factory=dict, description="vLLM engine arguments for evaluation.")
-    batch_size: int = Field(32, ge=1, description="Rows per engine batch.")
-    concurrency: int = Field(1, ge=1, description="Engine replicas per model.")
-
-    def result_fields(self) -> dict:
-        return self.model_dump(exclude={"batch_size", "concurrency"})
+    engine: dict = Field(default_factory=dict, description="vLLM engine arguments for evaluation.", json_schema_extra=fingerprint("engine_args"))
+    batch_size: int = Field(32, ge=1, description="Rows per engine batch.", json_schema_extra=RUNTIME)
+    concurrency: int = Field(1, ge=1, description="Engine replicas per model.", json_schema_extra=RUNTIME)
 
 
 def benchmark_requests(cfg: EvalConfig, base_dir=None) -> pd.DataFrame:

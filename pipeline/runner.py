@@ -13,7 +13,8 @@ from pathlib import Path
 
 from distill.pipeline import accounting
 from distill.pipeline.progress import stage_progress
-from distill.pipeline.stage import Stage, StageContext, stage_key
+from distill.pipeline.keys import Resolvers, digest, stage_key, stage_payload
+from distill.pipeline.stage import Stage, StageContext
 from distill.pipeline.store import MANIFEST, RunStore, StageOutput, write_json
 from pydantic import BaseModel
 from rich.console import Console
@@ -37,19 +38,28 @@ def _line(name: str, status: str, m: dict, seconds: float) -> str:
             f"rejected {rejected:>6,}  {seconds:7.1f}s")
 
 
+def plan_keys(stages: list[Stage], recipe: BaseModel, resolvers: Resolvers) -> dict[str, str]:
+    """Every stage's key, in order (each needs its inputs' keys)."""
+    keys: dict[str, str] = {}
+    for stage in stages:
+        keys[stage.name] = stage_key(stage, recipe, {n: keys[n] for n in stage.needs}, resolvers)
+    return keys
+
+
 def run_stages(stages: list[Stage], recipe: BaseModel, store: RunStore, *, console: Console,
-               recipe_path: Path | None = None) -> list[dict]:
+               resolvers: Resolvers, recipe_path: Path | None = None) -> list[dict]:
     """Run `stages` in order into `store`; returns each stage's manifest."""
     keys: dict[str, str] = {}
     manifests = []
     store.root.mkdir(parents=True, exist_ok=True)
     for stage in stages:
-        key = stage_key(stage, recipe, {n: keys[n] for n in stage.needs})
+        payload = stage_payload(stage, recipe, {n: keys[n] for n in stage.needs}, resolvers)
+        key = digest(payload)
         keys[stage.name] = key
         out_dir = store.stage_dir(stage.name, key)
         if store.is_done(stage.name, key):
             manifest = StageOutput(stage.name, out_dir).manifest
-            store.record(stage.name, key, recipe.name)
+            store.record(stage.name, key, recipe.name, payload["inputs"])
             console.print(_line(stage.name, "skipped", manifest, 0.0), highlight=False)
             manifests.append(manifest)
             continue
@@ -68,13 +78,13 @@ def run_stages(stages: list[Stage], recipe: BaseModel, store: RunStore, *, conso
         seconds = time.monotonic() - started
         manifest = {
             "stage": stage.name, "version": stage.version, "key": key,
-            "config": stage.config(recipe), "inputs": {n: keys[n] for n in stage.needs},
+            "config": payload["config"], "inputs": payload["inputs"],
             **counts, "seconds": round(seconds, 2), "versions": package_versions(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **result.extra,
         }
         write_json(out_dir / MANIFEST, manifest)  # last: its existence means the stage is done
-        store.record(stage.name, key, recipe.name)
+        store.record(stage.name, key, recipe.name, payload["inputs"])
         console.print(_line(stage.name, "ran", manifest, seconds), highlight=False)
         manifests.append(manifest)
     return manifests

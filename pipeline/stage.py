@@ -1,13 +1,12 @@
 """The stage contract and its key: a stage reads its inputs' Parquet and writes its own.
 
 A stage declares `name`, `version`, the upstream stages it `needs`, and `config(recipe)`: the
-settings that change its result. Its key hashes those with its inputs' keys, so batch sizes and
-resources (not in `config`) never invalidate finished work.
+recipe sections and values it reads. Its key (pipeline.keys) hashes the parts of those that
+change results, by content for files and models, with its inputs' keys; fields declared RUNTIME
+(batch sizes, threads, resources) never invalidate finished work.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -47,11 +46,3 @@ class Stage(Protocol):
     def config(self, recipe: BaseModel) -> dict[str, Any]: ...
 
     def run(self, ctx: StageContext) -> StageResult: ...
-
-
-def stage_key(stage: Stage, recipe: BaseModel, input_keys: dict[str, str]) -> str:
-    """sha256 of (name, version, result-changing config, input keys), hex."""
-    payload = {"stage": stage.name, "version": stage.version, "config": stage.config(recipe),
-               "inputs": dict(sorted(input_keys.items()))}
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()

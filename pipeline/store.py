@@ -99,11 +99,24 @@ class RunStore:
         path = self.root / "run.json"
         return json.loads(path.read_text()) if path.exists() else {"stages": {}}
 
-    def record(self, name: str, key: str, recipe_name: str) -> None:
-        """Point run.json's entry for `name` at the folder for `key` (call after the manifest)."""
+    def record(self, name: str, key: str, recipe_name: str, inputs: dict[str, str]) -> None:
+        """Point run.json's entry for `name` at the folder for `key` (call after the manifest),
+        keeping the view one consistent chain: every stage listed was made from the stages
+        listed before it. Stages whose inputs are no longer the listed ones (a re-run changed an
+        earlier stage and stopped before reaching them) leave the view; their folders stay."""
         index = self._index()
-        index["recipe"] = recipe_name
-        index["stages"][name] = self.stage_dir(name, key).name
+        stages, keys = dict(index["stages"]), dict(index.get("keys", {}))
+        inputs_of = dict(index.get("inputs", {}))
+        stages[name], keys[name], inputs_of[name] = self.stage_dir(name, key).name, key, dict(inputs)
+        changed = True
+        while changed:  # drop stages that were built on inputs the view no longer holds
+            changed = False
+            for n in list(stages):
+                if n not in keys or any(keys.get(dep) != k for dep, k in inputs_of.get(n, {}).items()):
+                    del stages[n]
+                    keys.pop(n, None), inputs_of.pop(n, None)
+                    changed = True
+        index.update(recipe=recipe_name, stages=stages, keys=keys, inputs=inputs_of)
         write_json(self.root / "run.json", index)
 
     def stage_names(self) -> list[str]:

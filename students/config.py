@@ -11,6 +11,7 @@ import importlib.util
 from typing import Literal
 
 from distill.pipeline.errors import RecipeError
+from distill.pipeline.keys import RUNTIME, fingerprint
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -30,7 +31,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    student: str = Field(description="Folder of the base model (config, weights, tokenizer).")
+    student: str = Field(description="Folder of the base model (config, weights, tokenizer).", json_schema_extra=fingerprint("model"))
     method: Literal["full", "lora", "qlora"] = Field(
         "lora", description="full fine-tune, LoRA, or QLoRA (4-bit base, CUDA only).")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA shape (lora/qlora).")
@@ -61,8 +62,8 @@ class TrainConfig(BaseModel):
         "length-sorted padded batches; padded: random padded batches (baseline).")
     attn_implementation: Literal["auto", "sdpa", "eager", "sdpa_varlen", "flash_attention_2"] = \
         Field("auto", description="Attention kernel; auto: flash_attention_2 for packed batches "
-              "on CUDA with flash-attn installed, else sdpa_varlen for packed, sdpa otherwise.")
-    gradient_checkpointing: bool = Field(True, description="Recompute activations (less memory).")
+              "on CUDA with flash-attn installed, else sdpa_varlen for packed, sdpa otherwise.", json_schema_extra=RUNTIME)
+    gradient_checkpointing: bool = Field(True, description="Recompute activations (less memory).", json_schema_extra=RUNTIME)
     bf16: bool | None = Field(None, description="bf16 mixed precision; None: on when CUDA "
                               "supports bf16, off on CPU.")
     seed: int = Field(42, description="Seed for init of LoRA weights, data order and dropout.")
@@ -72,14 +73,14 @@ class TrainConfig(BaseModel):
                                  "CUDA is visible here.")
     strategy: Literal["ddp", "fsdp", "deepspeed_zero3"] = Field(
         "ddp", description="Multi-worker strategy: ddp, or fsdp / deepspeed_zero3 (GPU clusters; "
-        "shards weights, gradients and optimizer state across workers).")
+        "shards weights, gradients and optimizer state across workers).", json_schema_extra=RUNTIME)
     think_format: Literal["r1", "plain"] = Field(
         "r1", description="r1: assistant turn is '<think>\\n{reasoning}\\n</think>\\n\\n{answer}' "
         "and the saved template forces '<think>\\n'; plain: '{reasoning}\\n\\n{answer}'.")
     save_steps: int = Field(200, ge=1, description="Checkpoint every this many optimizer steps "
-                            "(a killed run resumes from the last one).")
-    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
-    logging_steps: int = Field(10, ge=1, description="Log loss every this many steps.")
+                            "(a killed run resumes from the last one).", json_schema_extra=RUNTIME)
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.", json_schema_extra=RUNTIME)
+    logging_steps: int = Field(10, ge=1, description="Log loss every this many steps.", json_schema_extra=RUNTIME)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub at test time (hub ids resolve from the cache)
+
 
 @pytest.fixture(scope="session")
 def distill_home(tmp_path_factory) -> Path:

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from distill.workflows.fingerprints import resolvers
+
 REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub: hub ids resolve from the cache
+RESOLVERS = resolvers(None)  # the workflow's key resolvers, for recipes given by absolute paths
 
 
 def run_cli(args: list[str], *, home: Path, cwd: Path, timeout: float = 900,

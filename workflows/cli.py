@@ -47,6 +47,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
     from distill.pipeline.runner import run_stages
     from distill.pipeline.store import RunStore
     from distill.workflows.distill import STAGES
+    from distill.workflows.fingerprints import resolvers
     from distill.workflows.preflight import preflight
     from distill.workflows.recipe import load_recipe
     from distill.workflows.report import eval_results, write_report
@@ -67,7 +68,8 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
                                fix="wait for it, or pass another --run-dir"))
         console.print(f"[bold]distill run[/] {loaded.name} -> {store.root}")
         try:
-            run_stages(STAGES, loaded, store, console=console, recipe_path=recipe.resolve())
+            run_stages(STAGES, loaded, store, console=console, recipe_path=recipe.resolve(),
+                       resolvers=resolvers(recipe.resolve().parent))
         except DistillError as err:
             _fail(err)
     files = write_report(store)

@@ -14,8 +14,10 @@ import pytest
 from distill.engines.vllm import EngineSpec
 from distill.pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
 from distill.teachers.base import VLLMTeacher
+from distill.pipeline.keys import stage_key
 from distill.workflows.recipe import Recipe, load_recipe
-from helpers import REPO
+from distill.workflows.stages.generate import GenerateStage
+from helpers import REPO, RESOLVERS
 
 R1_RECIPES = sorted((REPO / "workflows" / "recipes" / "r1_distill").glob("*.yaml"))
 SMOKE = REPO / "workflows" / "recipes" / "smoke.yaml"
@@ -138,8 +140,9 @@ def test_two_node_tp8_pp2_plan_in_ray_data_llm(engine_stage, monkeypatch):
     assert all(b == {"GPU": 1, "CPU": 1, "accelerator_type:H100": 0.001} for b in pg["bundles"])
     assert pg["strategy"] == "PACK"
     # the traces do not depend on the layout: same generate key as the one-node plan
-    one_node = load_recipe(R1_RECIPES[0]).teacher.result_fields()
-    assert recipe.teacher.result_fields() == one_node
+    stage = GenerateStage()
+    one_node = load_recipe(R1_RECIPES[0])
+    assert stage_key(stage, recipe, {}, RESOLVERS) == stage_key(stage, one_node, {}, RESOLVERS)
 
 
 def test_cpu_engine_spec(engine_stage, tmp_path):

@@ -13,12 +13,12 @@ from distill.data.benchmarks import BENCHMARKS
 from distill.data.prompts import check_columns, load_prompts, read_table
 from distill.engines.models import check_model_source
 from distill.pipeline.errors import RecipeError
-from distill.pipeline.stage import stage_key
+from distill.pipeline.keys import stage_key
 from distill.students.config import TrainConfig, validate_for_machine
 from distill.teachers.templates import TEMPLATES
 from distill.workflows.preflight import preflight
 from distill.workflows.recipe import Recipe, load_recipe
-from helpers import REPO
+from helpers import REPO, RESOLVERS
 
 RECIPES_DIR = REPO / "workflows" / "recipes"
 RECIPES = sorted(RECIPES_DIR.glob("**/*.yaml"))
@@ -234,9 +234,9 @@ def test_r1_recipes_share_the_teacher_traces():
         recipe = load_recipe(path)
         done: dict[str, str] = {}
         for stage in shared:
-            done[stage.name] = stage_key(stage, recipe, {n: done[n] for n in stage.needs})
+            done[stage.name] = stage_key(stage, recipe, {n: done[n] for n in stage.needs}, RESOLVERS)
         keys.add(tuple(done.values()))
     assert len(keys) == 1, keys
-    train_keys = {stage_key(s, load_recipe(p), {"curate": "x"}) for p in R1_RECIPES
+    train_keys = {stage_key(s, load_recipe(p), {"curate": "x"}, RESOLVERS) for p in R1_RECIPES
                   for s in STAGES if s.name == "train"}
     assert len(train_keys) == len(R1_RECIPES), "each student trains into its own folder"

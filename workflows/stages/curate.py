@@ -13,10 +13,8 @@ class CurateStage:
     resumable = False
 
     def config(self, recipe: Recipe) -> dict:
-        cfg = recipe.curate.model_dump()
-        cfg["verify"].pop("workers", None)  # parallelism does not change results
-        cfg["verify"].get("code", {}).pop("workers", None)
-        return cfg
+        judged = recipe.curate.judge_teacher is not None
+        return {"curate": recipe.curate, "seed": recipe.seed if judged else None}
 
     def run(self, ctx: StageContext) -> StageResult:
         from distill.data.curate import curate

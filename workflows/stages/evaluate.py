@@ -1,6 +1,7 @@
 """evaluate: the student (and its base model) on held-out benchmarks, pass@1 over n samples."""
 from __future__ import annotations
 
+from distill.pipeline.keys import Ref
 from distill.pipeline.stage import StageContext, StageResult
 from distill.workflows.recipe import Recipe
 
@@ -12,8 +13,8 @@ class EvaluateStage:
     resumable = False
 
     def config(self, recipe: Recipe) -> dict:
-        return {**recipe.evaluate.result_fields(), "seed": recipe.seed,
-                "base": recipe.train.student if recipe.evaluate.compare_base else None}
+        base = Ref("model", recipe.train.student) if recipe.evaluate.compare_base else None
+        return {"evaluate": recipe.evaluate, "seed": recipe.seed, "base": base}
 
     def run(self, ctx: StageContext) -> StageResult:
         from distill.engines.models import resolve_model

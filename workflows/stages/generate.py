@@ -35,7 +35,7 @@ class GenerateStage:
     resumable = True
 
     def config(self, recipe: Recipe) -> dict:
-        return {**recipe.teacher.result_fields(), "seed": recipe.seed}
+        return {"teacher": recipe.teacher, "seed": recipe.seed}
 
     def run(self, ctx: StageContext) -> StageResult:
         from distill.pipeline.cluster import ensure_ray

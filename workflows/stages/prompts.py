@@ -12,7 +12,7 @@ class PromptsStage:
     resumable = False
 
     def config(self, recipe: Recipe) -> dict:
-        return recipe.prompts.model_dump()
+        return {"prompts": recipe.prompts}
 
     def run(self, ctx: StageContext) -> StageResult:
         from distill.data.prompts import load_prompts

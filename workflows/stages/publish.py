@@ -15,7 +15,7 @@ class PublishStage:
     resumable = False
 
     def config(self, recipe: Recipe) -> dict:
-        return {**recipe.publish.model_dump(), "recipe": recipe.name}
+        return {"publish": recipe.publish, "recipe": recipe.name}
 
     def lineage(self, ctx: StageContext) -> dict:
         m = {name: out.manifest for name, out in ctx.inputs.items()}

@@ -29,8 +29,7 @@ class TrainStage:
     resumable = True  # Trainer checkpoints under checkpoints/ survive a crash
 
     def config(self, recipe: Recipe) -> dict:
-        cfg = recipe.train.model_dump(exclude={"logging_steps", "save_steps", "save_total_limit"})
-        return {**cfg, "prompt_template": recipe.teacher.template, "seed": recipe.seed}
+        return {"train": recipe.train, "prompt_template": recipe.teacher.template}
 
     def run(self, ctx: StageContext) -> StageResult:
         from distill.engines.models import resolve_model

@@ -19,6 +19,14 @@ class HttpEndpointConfig(BaseModel):
     concurrency: int = Field(8, ge=1, description="Requests in flight at once.", json_schema_extra=RUNTIME)
 
 
+class WorkedExample(BaseModel):
+    """One worked example shown to the teacher before each problem (few-shot)."""
+
+    model_config = ConfigDict(extra="forbid")
+    problem: str = Field(description="The example's problem (put through the template).")
+    answer: str = Field(description="The answer the teacher is shown, in the form wanted.")
+
+
 class TeacherConfig(BaseModel):
     """Who writes the traces, and how. Fields under `engine`/`batch_size`/... do not change results
     except where noted, so they are not part of the generate stage's key."""
@@ -29,6 +37,10 @@ class TeacherConfig(BaseModel):
     template: str = Field("r1_math", description="Prompt template name (teachers.templates.TEMPLATES).")
     system_prompt: str | None = Field(None, description="R1 uses none.")
     force_think: bool = Field(False, description="Start the assistant turn with '<think>\\n' (R1 usage).")
+    few_shot: list[WorkedExample] = Field(default_factory=list, description=(
+        "Worked examples shown to the teacher as earlier chat turns. The student is trained on "
+        "the bare problem, so it learns to answer as the prompted teacher does without the "
+        "examples (context distillation)."))
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     engine: dict[str, Any] = Field(default_factory=dict, description=(
         "vLLM engine arguments, e.g. tensor_parallel_size, pipeline_parallel_size, max_model_len."), json_schema_extra=fingerprint("engine_args"))

@@ -13,8 +13,12 @@ from distill.teachers.config import TeacherConfig
 
 
 def teacher_judge(cfg: TeacherConfig, seed: int) -> Callable[[list[str]], list[str]]:
-    """A callable sending each prompt as one user turn; a failed request yields "" (undecided)."""
+    """A callable sending each prompt as the user turn of the teacher's template (`plain` sends
+    it as is), after its system prompt and worked examples; a failed request yields "" (undecided)."""
     from distill.teachers.base import make_teacher
+    from distill.teachers.templates import build_messages
+
+    shots = [(s.problem, s.answer) for s in cfg.few_shot]
 
     def judge(prompts: list[str]) -> list[str]:
         if cfg.backend == "vllm":
@@ -22,7 +26,8 @@ def teacher_judge(cfg: TeacherConfig, seed: int) -> Callable[[list[str]], list[s
 
             ensure_ray()
         requests = pd.DataFrame({"request_id": [f"judge:{i}" for i in range(len(prompts))],
-                                 "messages": [[{"role": "user", "content": p}] for p in prompts]})
+                                 "messages": [build_messages(p, cfg.template, cfg.system_prompt, shots)
+                                              for p in prompts]})
         answers: dict[str, str] = {}
         for frame in make_teacher(cfg, seed).generate(requests):
             for rid, text, err in zip(frame["request_id"], frame["text"], frame["error"]):

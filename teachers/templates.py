@@ -1,6 +1,8 @@
 """Prompt templates: TEMPLATES["r1_math"].format(problem=...) -> the user message."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from distill.pipeline.errors import RecipeError
 
 TEMPLATES: dict[str, str] = {
@@ -25,8 +27,13 @@ def render_user_message(template: str, problem: str) -> str:
                           fix=f"use one of {sorted(TEMPLATES)}") from None
 
 
-def build_messages(problem: str, template: str, system_prompt: str | None) -> list[dict]:
-    """The chat messages for one prompt: optional system turn, then the templated user turn."""
+def build_messages(problem: str, template: str, system_prompt: str | None,
+                   few_shot: Sequence[tuple[str, str]] = ()) -> list[dict]:
+    """The chat messages for one prompt: optional system turn, the worked examples as earlier
+    (user, assistant) turns, then the templated user turn."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for shot_problem, shot_answer in few_shot:
+        messages += [{"role": "user", "content": render_user_message(template, shot_problem)},
+                     {"role": "assistant", "content": shot_answer}]
     messages.append({"role": "user", "content": render_user_message(template, problem)})
     return messages

@@ -24,7 +24,8 @@ def build_requests(prompts: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     rows = base.loc[base.index.repeat(k)].reset_index(drop=True)
     rows["sample_index"] = rows.groupby("prompt_id").cumcount().astype("int64")
     rows["request_id"] = rows["prompt_id"] + ":" + rows["sample_index"].astype(str)
-    rows["messages"] = [build_messages(p, t.template, t.system_prompt) for p in rows["problem"]]
+    shots = [(s.problem, s.answer) for s in t.few_shot]
+    rows["messages"] = [build_messages(p, t.template, t.system_prompt, shots) for p in rows["problem"]]
     return rows
 
 

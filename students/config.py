@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib.util
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from distill.pipeline.errors import RecipeError
 from distill.pipeline.keys import RUNTIME, fingerprint
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class LoraConfig(BaseModel):
@@ -31,7 +32,8 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    student: str = Field(description="Folder of the base model (config, weights, tokenizer).", json_schema_extra=fingerprint("model"))
+    student: str = Field(description="Folder of the base model (config, weights, tokenizer).",
+                         json_schema_extra=fingerprint("model"))
     method: Literal["full", "lora", "qlora"] = Field(
         "lora", description="full fine-tune, LoRA, or QLoRA (4-bit base, CUDA only).")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA shape (lora/qlora).")
@@ -62,8 +64,10 @@ class TrainConfig(BaseModel):
         "length-sorted padded batches; padded: random padded batches (baseline).")
     attn_implementation: Literal["auto", "sdpa", "eager", "sdpa_varlen", "flash_attention_2"] = \
         Field("auto", description="Attention kernel; auto: flash_attention_2 for packed batches "
-              "on CUDA with flash-attn installed, else sdpa_varlen for packed, sdpa otherwise.", json_schema_extra=RUNTIME)
-    gradient_checkpointing: bool = Field(True, description="Recompute activations (less memory).", json_schema_extra=RUNTIME)
+              "on CUDA with flash-attn installed, else sdpa_varlen for packed, sdpa otherwise.",
+                  json_schema_extra=RUNTIME)
+    gradient_checkpointing: bool = Field(True, description="Recompute activations (less memory).",
+                                         json_schema_extra=RUNTIME)
     bf16: bool | None = Field(None, description="bf16 mixed precision; None: on when CUDA "
                               "supports bf16, off on CPU.")
     seed: int = Field(42, description="Seed for init of LoRA weights, data order and dropout.")
@@ -79,8 +83,10 @@ class TrainConfig(BaseModel):
         "and the saved template forces '<think>\\n'; plain: '{reasoning}\\n\\n{answer}'.")
     save_steps: int = Field(200, ge=1, description="Checkpoint every this many optimizer steps "
                             "(a killed run resumes from the last one).", json_schema_extra=RUNTIME)
-    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.", json_schema_extra=RUNTIME)
-    logging_steps: int = Field(10, ge=1, description="Log loss every this many steps.", json_schema_extra=RUNTIME)
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.",
+                                  json_schema_extra=RUNTIME)
+    logging_steps: int = Field(10, ge=1, description="Log loss every this many steps.",
+                               json_schema_extra=RUNTIME)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

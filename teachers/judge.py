@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import pandas as pd
+
 from distill.teachers.config import TeacherConfig
 
 

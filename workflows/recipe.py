@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from distill.data.curate import CurateConfig
 from distill.evaluation.evaluate import EvalConfig
 from distill.pipeline.errors import RecipeError
@@ -18,14 +20,14 @@ from distill.pipeline.keys import RUNTIME, fingerprint
 from distill.students.config import TrainConfig
 from distill.students.publish import PublishConfig
 from distill.teachers.config import TeacherConfig
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class PromptsConfig(BaseModel):
     """Where the prompts come from and which columns hold the problem and the reference answer."""
 
     model_config = ConfigDict(extra="forbid")
-    source: str = Field(description="A JSON Lines or Parquet file, or `bundled:NAME` for a set that ships.", json_schema_extra=fingerprint("prompt_source"))
+    source: str = Field(description="A JSON Lines or Parquet file, or `bundled:NAME` for a set that ships.",
+                        json_schema_extra=fingerprint("prompt_source"))
     problem_column: str = Field("problem", description="Column with the problem text.")
     answer_column: str | None = Field("answer", description="Column with the reference answer (null: none).")
     id_column: str | None = Field(None, description="Column with a stable id; null: a hash of the problem.")
@@ -34,8 +36,10 @@ class PromptsConfig(BaseModel):
 
 class RayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    address: str | None = Field(None, description="Ray address; null: $RAY_ADDRESS, else a local Ray.", json_schema_extra=RUNTIME)
-    num_cpus: int | None = Field(None, description="CPUs for a local Ray (null: all).", json_schema_extra=RUNTIME)
+    address: str | None = Field(None, description="Ray address; null: $RAY_ADDRESS, else a local Ray.",
+                                json_schema_extra=RUNTIME)
+    num_cpus: int | None = Field(None, description="CPUs for a local Ray (null: all).",
+                                 json_schema_extra=RUNTIME)
 
 
 class Recipe(BaseModel):
@@ -43,8 +47,10 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="Short name of the recipe; names the run directory by default.")
-    description: str = Field("", description="One line shown by `distill recipes`.", json_schema_extra=RUNTIME)
-    hardware: str = Field("", description="What this recipe needs to run (for people, not checked).", json_schema_extra=RUNTIME)
+    description: str = Field("", description="One line shown by `distill recipes`.",
+                             json_schema_extra=RUNTIME)
+    hardware: str = Field("", description="What this recipe needs to run (for people, not checked).",
+                          json_schema_extra=RUNTIME)
     seed: int = Field(0, description="Seed for sampling engines and training.")
     ray: RayConfig = Field(default_factory=RayConfig)
     prompts: PromptsConfig

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from distill.pipeline.errors import RecipeError
 from distill.workflows.recipe import load_recipe
 from helpers import REPO, run_cli

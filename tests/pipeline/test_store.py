@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from distill.pipeline import accounting
 from distill.pipeline.errors import DistillError
 from distill.pipeline.store import RunStore, open_run, read_parquet_dir, write_json

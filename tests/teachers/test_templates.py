@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pandas as pd
+
 from distill.teachers.templates import build_messages, render_user_message
 from distill.workflows.recipe import load_recipe
 from distill.workflows.stages.generate import build_requests

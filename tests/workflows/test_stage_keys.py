@@ -13,13 +13,14 @@ import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
+
 from distill.pipeline.keys import how_keyed, key_payload
 from distill.pipeline.runner import plan_keys
 from distill.workflows.distill import STAGES
 from distill.workflows.fingerprints import resolvers
 from distill.workflows.recipe import Recipe, load_recipe
 from helpers import REPO
-from pydantic import BaseModel
 
 SMOKE = REPO / "workflows" / "recipes" / "smoke.yaml"
 JUDGE = {"backend": "openai", "model": "judge-v1", "template": "plain",

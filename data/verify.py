@@ -4,37 +4,40 @@
     verify_math([("\\frac{1}{2}", "0.5"), ("2", "The answer is $\\boxed{3}$")])  # [True, False]
     df["correct"] = verify_frame(df, VerifyConfig(), reference_column="answer")
 
-Verdicts are True, False, or None when the pair could not be decided: a side is missing, a side
-does not parse to a math object (math-verify kept only its raw text, e.g. `\\frac{`) and the
-texts differ, or the item ran past `timeout_s`. A bare answer with no math
-delimiters (`\\frac{14}{3}`, `6 - 5i`, what `data.parsing` extracts from `\\boxed{}`) is read
-as `$...$`; text that already has `$`, `\\(`, `\\[` or `\\boxed` is given to math-verify as is.
+Verdicts are True, False, or None when the pair could not be decided (data.mathverify says
+exactly what math-verify is given): an extracted answer (`\\frac{14}{3}`, what `data.parsing`
+takes from `\\boxed{}`) is read as `\\boxed{answer}`; an answer that is the row's whole answer
+text (curate's `answer_fallback`) is given as is, so math-verify finds the answer in it.
 
-math-verify times out with `signal.alarm`, which works only in a process's main thread, so the
-batch runs in a process pool (forkserver where available, else spawn), in chunks, with one
-alarm per item covering parse and compare; small batches and `workers=1` run in-process when
-this is the main thread. A judge (any teacher: prompts -> completions) can decide what the rules
-left undecided (`judge_prompt` builds its prompt, `parse_verdict` reads its YES/NO).
+math-verify times out with `signal.alarm`, which works only in a process's main thread, so
+batches run through data.mathverify.map_main_thread (one alarm per item, a process pool off
+the main thread or for big batches). A judge (any teacher: prompts -> completions) can decide
+what the rules left undecided (`judge_prompt` builds its prompt, `parse_verdict` its YES/NO).
 """
 from __future__ import annotations
 
-import math
-import os
 import re
-import signal
-import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Literal
 
 import pandas as pd
-from distill.data.verify_code import CodeVerifyConfig  # light: pandas, pydantic and the stdlib
-from distill.pipeline.keys import RUNTIME
 from pydantic import BaseModel, ConfigDict, Field
 
-# A pool takes 2-4 s to start (forkserver importing sympy) and one process verifies about 120
-# long answer texts a second here, so below this many pairs in-process is as fast or faster.
-IN_PROCESS_MAX = 256
-_DELIMS = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed|\\fbox")
+from distill.data.mathverify import (
+    IN_PROCESS_MAX,
+    Answer,
+    WholeText,
+    map_main_thread,
+    present,
+    verify_one,
+    verify_pair,
+)
+from distill.data.verify_code import CodeVerifyConfig  # light: pandas, pydantic and the stdlib
+from distill.pipeline.keys import RUNTIME
+
+__all__ = ["IN_PROCESS_MAX", "JudgeConfig", "VerifyConfig", "WholeText", "judge_prompt",
+           "judge_undecided", "parse_verdict", "verify_frame", "verify_math", "verify_one"]
 
 JUDGE_TEMPLATE = (
     "You are checking a student's answer to a math problem against the reference answer.\n\n"
@@ -76,99 +79,15 @@ class VerifyConfig(BaseModel):
                                    "limits and threads for method='code' (data.verify_code).")
 
 
-def _as_math(s: str) -> str:
-    """Bare answers get `$...$` so math-verify's LaTeX extraction sees them."""
-    return s if _DELIMS.search(s) else f"${s}$"
-
-
-def _present(v: object) -> bool:
-    return v is not None and not (isinstance(v, float) and math.isnan(v)) and str(v).strip() != ""
-
-
-class _ItemTimeout(BaseException):
-    """Raised by our alarm; a BaseException so math-verify's `except Exception` lets it out."""
-
-
-def _on_alarm(signum, frame):
-    raise _ItemTimeout
-
-
-def _quiet_math_verify() -> None:
-    """We pass timeout None to math-verify (our alarm covers the item); skip its one warning."""
-    import math_verify.grader
-    import math_verify.parser
-
-    math_verify.grader.TIMEOUT_WARNING_SHOWN = True
-    math_verify.parser.TIMEOUT_WARNING_SHOWN = True
-
-
-def _is_math(parsed: list) -> bool:
-    """math-verify parsed a math object (not just its raw-text fallback)."""
-    from sympy import Basic, MatrixBase
-
-    return any(isinstance(x, (Basic, MatrixBase)) for x in parsed)
-
-
-def verify_one(gold: object, pred: object, timeout_s: float = 5.0) -> bool | None:
-    """One verdict, in this process; must run in the main thread (it sets SIGALRM)."""
-    if not (_present(gold) and _present(pred)):
-        return None
-    from math_verify import parse, verify
-
-    _quiet_math_verify()
-    old = signal.signal(signal.SIGALRM, _on_alarm)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, timeout_s)
-        g = parse(_as_math(str(gold)), parsing_timeout=None)
-        p = parse(_as_math(str(pred)), parsing_timeout=None)
-        if not g or not p:
-            return None
-        if verify(g, p, timeout_seconds=None):
-            return True
-        return False if _is_math(g) and _is_math(p) else None  # a side only fell back to text
-    except _ItemTimeout:
-        return None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def _verify_chunk(args: tuple[list[tuple[object, object]], float]) -> list[bool | None]:
-    pairs, timeout_s = args
-    return [verify_one(g, p, timeout_s) for g, p in pairs]
-
-
-def _pool_context():
-    import multiprocessing as mp
-
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["math_verify", "sympy"])
-        return ctx
-    return mp.get_context("spawn")
-
-
-def verify_math(pairs: Sequence[tuple[str, str]], *, timeout_s: float = 5.0, workers: int = 0,
-                in_process_max: int = IN_PROCESS_MAX) -> list[bool | None]:
-    """Verdicts for (gold, predicted answer or full answer text) pairs, in order.
+def verify_math(pairs: Sequence[tuple[Answer | None, Answer | None]], *, timeout_s: float = 5.0,
+                workers: int = 0, in_process_max: int = IN_PROCESS_MAX) -> list[bool | None]:
+    """Verdicts for (gold, answer) pairs, in order; wrap a whole answer text in WholeText.
 
     Inside a Ray Data function UDF, pass workers=1 (Ray already runs one task per CPU, and each
     call would start its own pool); from a thread other than the main one a pool is always used.
     """
-    pairs = [(g, p) for g, p in pairs]
-    n_workers = workers or os.cpu_count() or 1
-    main = threading.current_thread() is threading.main_thread()
-    if main and (n_workers == 1 or len(pairs) < in_process_max):
-        return _verify_chunk((pairs, timeout_s))
-    if not pairs:
-        return []
-    from concurrent.futures import ProcessPoolExecutor
-
-    size = max(1, min(256, math.ceil(len(pairs) / (n_workers * 4))))
-    chunks = [(pairs[i:i + size], timeout_s) for i in range(0, len(pairs), size)]
-    n_workers = min(n_workers, len(chunks))
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context()) as pool:
-        return [v for chunk in pool.map(_verify_chunk, chunks) for v in chunk]
+    return map_main_thread(partial(verify_pair, timeout_s=timeout_s), list(pairs),
+                           workers=workers, in_process_max=in_process_max)
 
 
 def judge_prompt(template: str, problem: object, reference: object, answer: object,
@@ -195,7 +114,7 @@ def judge_undecided(df: pd.DataFrame, verdicts: pd.Series, cfg: JudgeConfig,
     """`verdicts` with the rows the judge applies to replaced by its YES/NO (None if unclear)."""
     _require(df, cfg.problem_column, "judge.problem_column")
     asked = verdicts.isna() if cfg.applies_to == "undecided" else verdicts.ne(True)
-    asked &= df[answer_column].map(_present) & df[reference_column].map(_present)
+    asked &= df[answer_column].map(present) & df[reference_column].map(present)
     rows = df.loc[asked]
     prompts = [judge_prompt(cfg.prompt_template, p, r, a, cfg.max_answer_chars) for p, r, a in
                zip(rows[cfg.problem_column], rows[reference_column], rows[answer_column])]
@@ -211,9 +130,13 @@ def judge_undecided(df: pd.DataFrame, verdicts: pd.Series, cfg: JudgeConfig,
 
 
 def verify_frame(df: pd.DataFrame, cfg: VerifyConfig, *, reference_column: str = "reference",
-                 answer_column: str = "final_answer",
+                 answer_column: str = "final_answer", text_column: str | None = "answer_text",
                  judge: Callable[[list[str]], list[str]] | None = None) -> pd.Series:
-    """The `correct` column (True/False/None per row, same index) for `df`."""
+    """The `correct` column (True/False/None per row, same index) for `df`.
+
+    A row whose answer equals its `text_column` value (the whole answer text, as curate's
+    `answer_fallback` puts it) is verified as a WholeText; other answers as extracted answers.
+    """
     if cfg.method == "none":
         return pd.Series([None] * len(df), index=df.index, dtype=object, name="correct")
     if cfg.method == "code":
@@ -222,7 +145,11 @@ def verify_frame(df: pd.DataFrame, cfg: VerifyConfig, *, reference_column: str =
         return verify_code_frame(df, cfg.code).rename("correct")
     _require(df, reference_column, "reference_column")
     _require(df, answer_column, "answer_column")
-    pairs = list(zip(df[reference_column].tolist(), df[answer_column].tolist()))
+    answers = df[answer_column].tolist()
+    if text_column is not None and text_column in df.columns:
+        answers = [WholeText(a) if isinstance(a, str) and a == t else a
+                   for a, t in zip(answers, df[text_column].tolist())]
+    pairs = list(zip(df[reference_column].tolist(), answers))
     verdicts = pd.Series(verify_math(pairs, timeout_s=cfg.timeout_s, workers=cfg.workers),
                          index=df.index, dtype=object, name="correct")
     if cfg.method == "judge" or cfg.judge.enabled:

@@ -1,17 +1,22 @@
 """Evaluation by the R1 protocol: `evaluate_models({"student": dir, "base": dir}, cfg, seed)`.
 
 Each model answers every benchmark question n times (vLLM through Ray Data LLM, one engine per
-model), answers are parsed and scored with math-verify, and each (model, benchmark) gets pass@1
-averaged over the n samples with a 95% interval, and cons@n (distill.evaluation.metrics.summarise).
+model) under the same rules (evaluation.protocol: chat template and its pre-fill, stop tokens,
+answer parsing), answers are scored with math-verify, and each (model, benchmark) gets pass@1
+averaged over the n samples with a 95% interval and cons@n (evaluation.metrics.summarise,
+evaluation.consensus); the student is compared with its base on the same questions
+(evaluation.metrics.compare_models). The summary holds `results[model][benchmark]`, `paired`
+and `protocol` (the rules used, in words).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
 from distill.engines.sampling import SamplingConfig
 from distill.pipeline.keys import RUNTIME, fingerprint
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class BenchmarkSpec(BaseModel):
@@ -73,13 +78,17 @@ def benchmark_requests(cfg: EvalConfig, base_dir=None) -> pd.DataFrame:
 
 
 def generate_answers(model_dir: str, requests: pd.DataFrame, cfg: EvalConfig, seed: int,
-                     progress: Callable[[int], None] | None = None) -> pd.DataFrame:
-    """Sample each request once from `model_dir` (its own chat template) and return the rows."""
-    from distill.engines.vllm import EngineSpec, VLLMGenerator, render_prompts
+                     progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Sample each request once from `model_dir` under evaluation.protocol's rules: the answer
+    rows (with each prompt's `prefill`) and the rules used (protocol.render)."""
+    from distill.engines.vllm import EngineSpec, VLLMGenerator
+    from distill.evaluation.protocol import prefill_of, render
 
-    prompts = render_prompts(model_dir, list(requests["messages"]))
-    spec = EngineSpec(model=model_dir, sampling=cfg.sampling, seed=seed, engine=cfg.engine,
-                      batch_size=cfg.batch_size, concurrency=cfg.concurrency)
+    prompts, rules = render(model_dir, list(requests["messages"]))
+    sampling = cfg.sampling.model_copy(update={"stop": [*cfg.sampling.stop, *rules["stop_strings"]]})
+    spec = EngineSpec(model=model_dir, sampling=sampling, seed=seed, engine=cfg.engine,
+                      batch_size=cfg.batch_size, concurrency=cfg.concurrency,
+                      stop_token_ids=rules["stop_token_ids"])
     frame = pd.DataFrame({"request_id": requests["request_id"].to_numpy(), "prompt": prompts})
     outs = []
     for out in VLLMGenerator(spec).generate(frame):
@@ -87,35 +96,53 @@ def generate_answers(model_dir: str, requests: pd.DataFrame, cfg: EvalConfig, se
         if progress:
             progress(sum(len(o) for o in outs))
     results = pd.concat(outs, ignore_index=True) if outs else pd.DataFrame(columns=["request_id", "text"])
-    return requests.drop(columns=["messages"]).merge(results, on="request_id", how="left")
+    rows = requests.drop(columns=["messages"]).assign(prefill=[prefill_of(p) for p in prompts])
+    return rows.merge(results, on="request_id", how="left"), rules
 
 
-def score(rows: pd.DataFrame, timeout_s: float = 5.0) -> pd.DataFrame:
-    """Add parsed answers and `correct` (math-verify) to answer rows."""
-    from distill.data.parsing import parse_frame
+def score(rows: pd.DataFrame, *, timeout_s: float = 5.0, workers: int = 0) -> pd.DataFrame:
+    """Answer rows (text, prefill, finish_reason, reference) with the protocol's answers
+    (protocol.find_answers), `correct` (math-verify; no answer or undecided = False) and
+    `answer_group` (math-verify-equivalent answers of a question share it; for cons@n)."""
     from distill.data.verify import verify_math
+    from distill.evaluation.consensus import answer_groups
+    from distill.evaluation.protocol import as_answer, find_answers
 
-    rows = parse_frame(rows.assign(text=rows["text"].fillna("")), text_column="text", think_required=False)
-    # The boxed / "Final answer" part where there is one, else the whole answer (math-verify takes
-    # its last expression); a truncated reasoning has no answer part and scores wrong.
-    answers = [f if f is not None and not pd.isna(f) else a for f, a in zip(rows["final_answer"], rows["answer_text"])]
-    pairs = list(zip(rows["reference"], answers))
-    rows["correct"] = [bool(v) for v in verify_math(pairs, timeout_s=timeout_s)]
+    rows = find_answers(rows)
+    answers = [as_answer(a, t) for a, t in zip(rows["answer"], rows["answer_is_text"])]
+    verdicts = verify_math(list(zip(rows["reference"], answers)), timeout_s=timeout_s,
+                           workers=workers)
+    rows["correct"] = [v is True for v in verdicts]
+    rows["answer_group"] = answer_groups(rows, timeout_s=timeout_s, workers=workers)
     return rows
+
+
+def protocol_summary(rules: dict[str, dict]) -> dict:
+    """The rules behind the numbers, in words, for the results (`rules`: per model, render's)."""
+    from distill.evaluation.consensus import TIE_RULE
+    from distill.evaluation.metrics import INTERVAL, PAIRED
+    from distill.evaluation.protocol import PARSING
+
+    return {"parsing": PARSING, "cons": TIE_RULE, "interval": INTERVAL, "paired": PAIRED,
+            "models": rules}
 
 
 def evaluate_models(models: dict[str, str], cfg: EvalConfig, seed: int, *, base_dir=None,
                     progress: Callable[[str, int, int | None], None] | None = None
                     ) -> tuple[pd.DataFrame, dict]:
-    """Answer rows for every model, and results[model][benchmark] = summarise(...)."""
-    from distill.evaluation.metrics import summarise
+    """Answer rows for every model, and the summary: results[model][benchmark] = summarise(...),
+    paired[benchmark] = student minus base (when both ran), protocol = the rules used."""
+    from distill.evaluation.metrics import compare_models, summarise
 
     requests = benchmark_requests(cfg, base_dir)
-    all_rows, results = [], {}
+    all_rows, results, rules = [], {}, {}
     for label, model_dir in models.items():
         report = (lambda done, label=label: progress(f"{label} answers", done, len(requests))) if progress else None
-        rows = score(generate_answers(model_dir, requests, cfg, seed, report))
+        rows, rules[label] = generate_answers(model_dir, requests, cfg, seed, report)
+        rows = score(rows)
         rows.insert(0, "model", label)
         all_rows.append(rows)
         results[label] = {b: summarise(g) for b, g in rows.groupby("benchmark")}
-    return pd.concat(all_rows, ignore_index=True), results
+    rows = pd.concat(all_rows, ignore_index=True)
+    return rows, {"results": results, "paired": compare_models(rows, "student", "base"),
+                  "protocol": protocol_summary(rules)}

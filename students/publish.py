@@ -14,8 +14,9 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from distill.pipeline.store import write_atomic, write_json, write_parquet
 from pydantic import BaseModel, ConfigDict, Field
+
+from distill.pipeline.store import write_atomic, write_json, write_parquet
 
 
 class PublishConfig(BaseModel):
@@ -29,16 +30,14 @@ class PublishConfig(BaseModel):
     license: str = Field("apache-2.0", description="License in the cards.")
 
 
-def _results_table(results: dict) -> str:
-    lines = ["| model | benchmark | pass@1 | 95% interval | cons@n | questions x samples |",
-             "|---|---|---|---|---|---|"]
-    for model, by_bench in results.items():
-        for bench, r in by_bench.items():
-            cons = next((v for k, v in r.items() if k.startswith("cons@")), float("nan"))
-            lines.append(f"| {model} | {bench} | {r['pass@1']:.3f} | [{r['ci95_low']:.3f}, "
-                         f"{r['ci95_high']:.3f}] | {cons:.3f} | {r['questions']} x "
-                         f"{r['samples_per_question']} |")
-    return "\n".join(lines)
+def _eval_section(lineage: dict) -> str:
+    """The evaluation table, the paired comparison and the rules (evaluation.tables)."""
+    from distill.evaluation.tables import markdown
+
+    if not lineage.get("eval"):
+        return "not evaluated"
+    return markdown({"results": lineage["eval"], "paired": lineage.get("eval_paired"),
+                     "protocol": lineage.get("eval_protocol")})
 
 
 def model_card(lineage: dict, repo_id: str, license: str) -> str:
@@ -58,7 +57,7 @@ def model_card(lineage: dict, repo_id: str, license: str) -> str:
         f"kept after curation: {counts.get('curated')}; trained on: {counts.get('trained')}",
         f"- rejected by reason: {json.dumps(counts.get('rejected', {}), sort_keys=True)}", "",
         "## Evaluation", "",
-        _results_table(lineage.get("eval", {})) if lineage.get("eval") else "not evaluated", "",
+        _eval_section(lineage), "",
         "## Lineage", "", "```json", json.dumps(lineage, indent=2, sort_keys=True, default=str), "```", ""])
 
 

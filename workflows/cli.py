@@ -50,7 +50,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
     from distill.workflows.fingerprints import resolvers
     from distill.workflows.preflight import preflight
     from distill.workflows.recipe import load_recipe
-    from distill.workflows.report import eval_results, write_report
+    from distill.workflows.report import eval_summary, write_report
 
     _quiet_libraries()
     try:
@@ -73,7 +73,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
         except DistillError as err:
             _fail(err)
     files = write_report(store)
-    _print_results(eval_results(store))
+    _print_results(eval_summary(store))
     console.print(f"report: {', '.join(str(f) for f in files)}")
     if "publish" in store.stage_names():
         info = store.stage("publish").manifest.get("published")
@@ -81,18 +81,33 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
             console.print(f"published: {info['model_dir']}")
 
 
-def _print_results(results: dict) -> None:
-    if not results:
+def _print_results(summary: dict) -> None:
+    """The evaluation table, the paired student-minus-base comparison and the rules used."""
+    from distill.evaluation.tables import (
+        PAIRED_HEADER,
+        RESULT_HEADER,
+        paired_rows,
+        protocol_lines,
+        result_rows,
+    )
+
+    if not summary.get("results"):
         return
-    table = Table(title="evaluation (pass@1 averaged over n samples, 95% interval)")
-    for col in ("model", "benchmark", "pass@1", "95% interval", "cons@n", "questions x n"):
-        table.add_column(col)
-    for model, by_bench in results.items():
-        for bench, r in by_bench.items():
-            cons = next((v for k, v in r.items() if k.startswith("cons@")), float("nan"))
-            table.add_row(model, bench, f"{r['pass@1']:.3f}", f"[{r['ci95_low']:.3f}, {r['ci95_high']:.3f}]",
-                          f"{cons:.3f}", f"{r['questions']} x {r['samples_per_question']}")
-    console.print(table)
+    for title, header, rows in (
+            ("evaluation (pass@1 averaged over n samples, 95% interval)", RESULT_HEADER,
+             result_rows(summary["results"])),
+            ("student minus base on the same questions (paired 95% interval)", PAIRED_HEADER,
+             paired_rows(summary.get("paired")))):
+        if not rows:
+            continue
+        table = Table(title=title)
+        for col in header:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    for line in protocol_lines(summary.get("protocol")):
+        console.print(f"  {line}", markup=False)
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """The run report: funnel (rows in/out per stage and reason), length histogram, pass rates.
 
-`write_report(store)` writes report/funnel.png, report/lengths.png, report/pass_rates.png and
-report/summary.md into the run directory; `funnel_rows(store)` is the same funnel as data.
+`write_report(store)` writes report/funnel.png, report/lengths.png, report/pass_rates.png (pass@1
+per model with its interval, and the paired student-minus-base difference) and report/summary.md
+(funnel, evaluation table, paired comparison, rules) into the run directory; `funnel_rows(store)`
+is the same funnel as data, `eval_summary(store)` the evaluation as data.
 """
 from __future__ import annotations
 
@@ -65,15 +67,17 @@ def _plot_lengths(store: RunStore, path: Path) -> bool:
     return True
 
 
-def _plot_pass_rates(results: dict, path: Path) -> bool:
+def _plot_pass_rates(summary: dict, path: Path) -> bool:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    results, paired = summary.get("results") or {}, summary.get("paired") or {}
     if not results:
         return False
     models = list(results)
     benches = sorted({b for r in results.values() for b in r})
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(12 if paired else 7, 4), squeeze=False)
+    ax = axes[0][0]
     width = 0.8 / len(models)
     for i, mdl in enumerate(models):
         vals = [results[mdl].get(b, {}).get("pass@1", np.nan) for b in benches]
@@ -82,12 +86,30 @@ def _plot_pass_rates(results: dict, path: Path) -> bool:
         ax.bar(np.arange(len(benches)) + i * width, vals, width, yerr=[lo, hi], capsize=4, label=mdl)
     ax.set_xticks(np.arange(len(benches)) + width * (len(models) - 1) / 2, benches)
     ax.set_ylabel("pass@1 (95% interval)"); ax.set_ylim(0, 1); ax.legend()
+    if paired:
+        _plot_paired(axes[0][1], paired)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
     return True
 
 
-def eval_results(store: RunStore) -> dict:
-    return store.stage("evaluate").manifest.get("results", {}) if "evaluate" in store.stage_names() else {}
+def _plot_paired(ax, paired: dict) -> None:
+    """Student minus base per benchmark with its paired 95% interval; 0 marked."""
+    benches = sorted(paired)
+    d = [paired[b]["difference"] for b in benches]
+    err = [[v - paired[b]["ci95_low"] for v, b in zip(d, benches)],
+           [paired[b]["ci95_high"] - v for v, b in zip(d, benches)]]
+    ax.errorbar(range(len(benches)), d, yerr=err, fmt="o", capsize=6, color="#1e6fa8")
+    ax.axhline(0, color="#c0392b", linewidth=1)
+    ax.set_xticks(range(len(benches)), benches); ax.set_xlim(-0.5, len(benches) - 0.5)
+    ax.set_ylabel("student - base pass@1 (paired 95% interval)")
+
+
+def eval_summary(store: RunStore) -> dict:
+    """The evaluate manifest's results, paired and protocol ({} when it has not run)."""
+    if "evaluate" not in store.stage_names():
+        return {}
+    m = store.stage("evaluate").manifest
+    return {k: m.get(k, {}) for k in ("results", "paired", "protocol")}
 
 
 def write_report(store: RunStore) -> list[Path]:
@@ -101,10 +123,16 @@ def write_report(store: RunStore) -> list[Path]:
     _plot_funnel(store, written[0])
     if _plot_lengths(store, out / "lengths.png"):
         written.append(out / "lengths.png")
-    if _plot_pass_rates(eval_results(store), out / "pass_rates.png"):
+    evaluation = eval_summary(store)
+    if _plot_pass_rates(evaluation, out / "pass_rates.png"):
         written.append(out / "pass_rates.png")
     lines = ["| stage | outcome | rows |", "|---|---|---|"]
     lines += [f"| {r['stage']} | {r['outcome']} | {r['rows']} |" for r in funnel_rows(store)]
-    (out / "summary.md").write_text("# Funnel\n\n" + "\n".join(lines) + "\n")
+    text = "# Funnel\n\n" + "\n".join(lines) + "\n"
+    if evaluation.get("results"):
+        from distill.evaluation.tables import markdown
+
+        text += "\n# Evaluation\n\n" + markdown(evaluation) + "\n"
+    (out / "summary.md").write_text(text)
     written.append(out / "summary.md")
     return written

@@ -1,4 +1,7 @@
-"""Math verification: verdicts, the process pool, agreement with math-verify, and the judge."""
+"""Math verification: verdicts, the process pool, agreement with math-verify, and the judge.
+
+The reference is math-verify called directly: an extracted answer as the `\\boxed{answer}` it came
+from, a whole answer text as is (`boxed` and the plain text below), never our own helpers."""
 from __future__ import annotations
 
 import re
@@ -8,18 +11,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from distill.data.benchmarks import load_benchmark
+from math_verify import parse, verify
+
+from distill.data.benchmarks import BENCHMARKS, load_benchmark
 from distill.data.parsing import parse_frame
 from distill.data.verify import (
     IN_PROCESS_MAX,
     JudgeConfig,
     VerifyConfig,
+    WholeText,
     parse_verdict,
     verify_frame,
     verify_math,
     verify_one,
 )
-from math_verify import parse, verify
 
 TRACES = Path(__file__).parents[1] / "fixtures" / "r1traces"
 
@@ -30,6 +35,11 @@ def traces() -> pd.DataFrame:
                     ignore_index=True)
     return parse_frame(raw.rename(columns={"answer_text": "source_answer"}),
                        text_column="full_response")
+
+
+def boxed(answer: str) -> str:
+    """How math-verify meets an answer that came out of a box: inside that box."""
+    return answer if "\\boxed" in answer else f"\\boxed{{{answer}}}"
 
 
 def agrees(ours: bool | None, direct: bool) -> bool:
@@ -52,12 +62,14 @@ def test_an_item_past_its_timeout_is_undecided():
 
 def test_agreement_with_math_verify_on_real_traces(traces):
     gold = traces["ground_truth"].tolist()
-    for column in ("answer_text", "final_answer"):
-        ours = verify_math(list(zip(gold, traces[column])), workers=1)
-        preds = traces[column].tolist()
-        for g, p, o in zip(gold, preds, ours):
-            direct = bool(p) and verify(parse(f"${g}$"), parse(p if "\\boxed" in p else f"${p}$"))
-            assert agrees(o, direct), (column, g, p, o, direct)
+    texts = traces["answer_text"].tolist()
+    ours = verify_math([(g, WholeText(t)) for g, t in zip(gold, texts)], workers=1)
+    for g, t, o in zip(gold, texts, ours):
+        assert agrees(o, bool(t) and verify(parse(boxed(g)), parse(t))), (g, t, o)
+    finals = traces["final_answer"].tolist()
+    ours = verify_math(list(zip(gold, finals)), workers=1)
+    for g, p, o in zip(gold, finals, ours):
+        assert agrees(o, bool(p) and verify(parse(boxed(g)), parse(boxed(p)))), (g, p, o)
     # The truncated trace has no answer part: undecided, not wrong.
     assert ours[traces.index[~traces["think_closed"]][0]] is None
     assert sum(v is True for v in ours) == 33
@@ -75,9 +87,32 @@ def test_agreement_on_math500_solutions_vs_answers():
     bench = load_benchmark("math500")
     pairs = list(zip(bench["answer"], bench["solution"]))
     ours = verify_math(pairs, workers=1)
-    direct = [verify(parse(f"${a}$"), parse(s)) for a, s in pairs]
+    direct = [verify(parse(boxed(a)), parse(s)) for a, s in pairs]
     assert all(agrees(o, d) for o, d in zip(ours, direct))
     assert sum(v is True for v in ours) >= 495  # 500 of 500 when this test was written
+
+
+@pytest.mark.parametrize("gold, text", [("55", "42 + 13 = 55, so we get 55"), ("18", "18 dollars"),
+                                        ("18", "18 km/h"), ("18", "18 m^2")])
+def test_a_whole_answer_text_gets_math_verifys_own_verdict(gold, text):
+    """The answer_fallback verifies the whole answer text: no `$...$` around it."""
+    assert verify(parse(gold), parse(text))  # math-verify called directly on the same strings
+    assert verify_math([(gold, WholeText(text))], workers=1) == [True]
+    # curate's answer_fallback copies the whole answer text into final_answer:
+    rows = pd.DataFrame({"reference": [gold, gold], "answer_text": [text, f"So $\\boxed{{{text}}}$"],
+                         "final_answer": [text, text]})
+    assert verify_frame(rows, VerifyConfig(workers=1)).tolist() == [True, bool(
+        verify(parse(boxed(gold)), parse(boxed(text))))]  # the second was extracted from a box
+
+
+def test_bundled_benchmark_golds_are_judged_as_math_verify_judges_them():
+    """Each gold against itself and against its own boxed form, as answer and as whole text."""
+    golds = [g for name in sorted(BENCHMARKS) for g in load_benchmark(name)["answer"]]
+    direct = [verify(parse(boxed(g)), parse(boxed(g))) for g in golds]
+    for preds in (golds, [boxed(g) for g in golds], [WholeText(boxed(g)) for g in golds]):
+        ours = verify_math(list(zip(golds, preds)), workers=1)
+        assert [o is True for o in ours] == direct
+    assert all(direct)  # every bundled gold reads as math and equals itself
 
 
 def test_process_pool_gives_the_in_process_verdicts(traces):

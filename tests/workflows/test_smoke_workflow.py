@@ -59,13 +59,21 @@ def test_every_stage_ran_and_wrote_parquet_and_manifest(smoke_run):
 
 def test_evaluation_reports_both_models_with_interval(smoke_run):
     work, proc = smoke_run
-    results = open_run(work / "run").stage("evaluate").manifest["results"]
+    manifest = open_run(work / "run").stage("evaluate").manifest
+    results = manifest["results"]
     assert set(results) == {"student", "base"}
     for model in results.values():
         r = model["arithmetic_test"]
         assert r["questions"] == 8 and r["samples_per_question"] == 2
         assert 0.0 <= r["ci95_low"] <= r["pass@1"] <= r["ci95_high"] <= 1.0
-    assert "pass@1" in proc.stdout
+        assert r["ci95_high"] > r["ci95_low"]  # honest even when nothing is solved
+    paired = manifest["paired"]["arithmetic_test"]
+    assert paired["questions"] == 8 and paired["ci95_low"] <= paired["difference"] <= paired["ci95_high"]
+    rules = manifest["protocol"]["models"]
+    assert set(rules) == {"student", "base"}
+    assert all(r["stop_token_ids"] for r in rules.values())  # both stop at the end-of-turn token
+    assert "pass@1" in proc.stdout and "student minus base" in proc.stdout
+    assert "student minus base" in (work / "run" / "report" / "summary.md").read_text().lower()
 
 
 def test_published_folder_loads_with_transformers(smoke_run):
@@ -80,6 +88,7 @@ def test_published_folder_loads_with_transformers(smoke_run):
     assert list(folder.glob("*.safetensors"))
     card = (folder / "README.md").read_text()
     assert "tiny-llama" in card and "arithmetic_test" in card and "base_model:" in card
+    assert "Student minus base" in card and "stops at" in card  # paired comparison, eval rules
     lineage = json.loads((folder / "lineage.json").read_text())
     assert lineage["data_counts"]["prompts"] == 24
     assert lineage["data_counts"]["traces"] == 48

@@ -1,4 +1,11 @@
-"""evaluate: the student (and its base model) on held-out benchmarks, pass@1 over n samples."""
+"""evaluate: the student (and its base model) on held-out benchmarks, pass@1 over n samples.
+
+The manifest holds `results[model][benchmark]`, `paired[benchmark]` (student minus base on the
+same questions) and `protocol` (the parsing, template, stop, vote and interval rules used).
+Version 2: the R1 answer rules (unfinished reasoning or a `length` finish: no answer), stop at
+the end-of-turn token for both models, answers read by math-verify as it reads a box, cons@n
+over math-verify-equivalent answers, Wilson intervals, the paired comparison.
+"""
 from __future__ import annotations
 
 from distill.pipeline.keys import Ref
@@ -8,7 +15,7 @@ from distill.workflows.recipe import Recipe
 
 class EvaluateStage:
     name = "evaluate"
-    version = "1"
+    version = "2"
     needs = ("train",)
     resumable = False
 
@@ -25,11 +32,12 @@ class EvaluateStage:
         cfg = recipe.evaluate
         if not cfg.enabled or not cfg.benchmarks:
             return StageResult(rows=None, rows_in=0, already_written=True,
-                               extra={"counts": {"rows_in": 0, "kept": 0, "rejected": {}}, "results": {}})
+                               extra={"counts": {"rows_in": 0, "kept": 0, "rejected": {}}, "results": {},
+                                      "paired": {}, "protocol": {}})
         ensure_ray(recipe.ray.address, recipe.ray.num_cpus)
         models = {"student": str(ctx.inputs["train"].artefact("model"))}
         if cfg.compare_base:
             models["base"] = resolve_model(recipe.train.student)
         base_dir = ctx.recipe_path.parent if ctx.recipe_path else None
-        rows, results = evaluate_models(models, cfg, recipe.seed, base_dir=base_dir, progress=ctx.progress)
-        return StageResult(rows=rows, rows_in=len(rows), extra={"results": results})
+        rows, summary = evaluate_models(models, cfg, recipe.seed, base_dir=base_dir, progress=ctx.progress)
+        return StageResult(rows=rows, rows_in=len(rows), extra=summary)

@@ -4,13 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+
 from distill.pipeline.stage import StageContext, StageResult
 from distill.workflows.recipe import Recipe
 
 
 class PublishStage:
     name = "publish"
-    version = "1"
+    version = "2"  # 2: lineage and model card carry the paired comparison and the eval rules
     needs = ("prompts", "generate", "curate", "train", "evaluate")
     resumable = False
 
@@ -32,6 +33,8 @@ class PublishStage:
                             "curated": m["curate"]["kept"], "trained": m["train"]["kept"],
                             "rejected": rejected},
             "eval": m["evaluate"].get("results", {}),
+            "eval_paired": m["evaluate"].get("paired", {}),
+            "eval_protocol": m["evaluate"].get("protocol", {}),
             "stage_keys": {name: mm["key"] for name, mm in m.items()},
             "versions": m["train"].get("versions", {}),
         }

@@ -162,11 +162,14 @@ def show(run_dir: Path = typer.Argument(...), stage: str = typer.Argument(...),
 
 @app.command()
 def recipes() -> None:
-    """The recipes that ship, one line each."""
-    import yaml
+    """The recipes that ship, one line each (bases, `_*.yaml`, are included by others, not run)."""
+    from distill.workflows.recipe import merge_layers, read_layers, recipe_files
 
-    for path in sorted(RECIPES_DIR.rglob("*.yaml")):
-        data = yaml.safe_load(path.read_text()) or {}
+    for path in recipe_files(RECIPES_DIR):
+        try:
+            data = merge_layers(read_layers(path))
+        except DistillError as err:
+            _fail(err)
         console.print(f"{str(path.relative_to(RECIPES_DIR.parent.parent)):<55} {data.get('description', '')}")
 
 

@@ -3,6 +3,11 @@
 A recipe is plain YAML validated by pydantic models that forbid unknown keys, so a typo stops the
 run before any work with the key's path and the nearest valid name. Sections: prompts, teacher,
 curate, train, evaluate, publish. `--set a.b=value` overrides parse `value` as YAML.
+
+Includes: a top-level `extends: _base.yaml` (a path relative to the including file; chains
+allowed) loads that file first and deep-merges this one over it: mappings merge key by key,
+lists and scalars (null too) replace. `--set` applies after the merge. Files whose name starts
+with `_` are bases, not recipes: `recipe_files` and `distill recipes` skip them.
 """
 from __future__ import annotations
 
@@ -95,34 +100,11 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def explain_validation_error(err: ValidationError, source: str) -> RecipeError:
-    """Turn pydantic's error into one message per bad key, with the nearest valid key."""
-    lines = []
-    fixes = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        key = ".".join(str(p) for p in loc)
-        if e["type"] == "extra_forbidden":
-            valid = _fields_at(Recipe, loc)
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            lines.append(f"unknown key `{key}`")
-            fixes.append(f"did you mean `{'.'.join(map(str, loc[:-1] + (close[0],)))}`?" if close
-                         else f"valid keys here: {', '.join(valid)}")
-        elif e["type"] == "missing":
-            lines.append(f"missing key `{key}`")
-            fixes.append(f"add `{key}` to the recipe")
-        else:
-            lines.append(f"`{key}`: {e['msg']} (got {e.get('input')!r})")
-    return RecipeError(f"{source}: invalid recipe:\n  " + "\n  ".join(lines),
-                       fix="; ".join(fixes) or "correct the values above")
+Layers = list[tuple[str, dict]]
+INCLUDE_KEY = "extends"
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe; every problem is a RecipeError naming the key."""
-    path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"recipe file {path} does not exist",
-                          fix="give a path to a YAML recipe; `distill recipes` lists the ones that ship")
+def _read_mapping(path: Path) -> dict:
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -130,10 +112,119 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not isinstance(tree, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping, got {type(tree).__name__}",
                           fix="start from workflows/recipes/quickstart.yaml")
-    apply_overrides(tree, overrides or [])
+    return tree
+
+
+def read_layers(path: str | Path) -> Layers:
+    """`[(file, mapping), ...]`, base first: the recipe and the chain of files it `extends`."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"recipe file {path} does not exist", fix="give a path to a YAML "
+                          "recipe; `distill recipes` lists the ones that ship")
+    layers: Layers = []
+    chain = [path.resolve()]
+    while True:
+        tree = _read_mapping(path)
+        layers.insert(0, (str(path), tree))
+        base = tree.pop(INCLUDE_KEY, None)
+        if base is None:
+            return layers
+        if not isinstance(base, str) or not base.strip():
+            raise RecipeError(f"{path}: `{INCLUDE_KEY}` must name one file, got {base!r}",
+                              fix=f"write `{INCLUDE_KEY}: _base.yaml` (relative to {path.parent})")
+        nxt = path.parent / base
+        if nxt.resolve() in chain:
+            loop = " -> ".join(p.name for p in chain + [nxt.resolve()])
+            raise RecipeError(f"{path}: `{INCLUDE_KEY}: {base}` makes a cycle ({loop})",
+                              fix=f"remove `{INCLUDE_KEY}` from one of these files")
+        if not nxt.exists():
+            raise RecipeError(f"{path}: `{INCLUDE_KEY}: {base}` names {nxt}, which does not exist",
+                              fix="give the base's path relative to the including file's "
+                                  f"folder ({path.parent})")
+        chain.append(nxt.resolve())
+        path = nxt
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """A new dict: `over` on `base`, mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict):
+            below = out.get(key)
+            value = deep_merge(below if isinstance(below, dict) else {}, value)
+        out[key] = value
+    return out
+
+
+def merge_layers(layers: Layers) -> dict:
+    """One recipe tree (not validated) from read_layers' files, each merged over the one before."""
+    tree: dict = {}
+    for _, layer in layers:
+        tree = deep_merge(tree, layer)
+    return tree
+
+
+def recipe_files(folder: Path) -> list[Path]:
+    """The runnable recipes under `folder`: every `*.yaml` except bases (names starting `_`)."""
+    return sorted(p for p in folder.rglob("*.yaml") if not p.name.startswith("_"))
+
+
+def _set_by(loc: tuple, layers: Layers) -> str | None:
+    """The last layer that set the value at `loc` (the whole path, or a list or scalar above it)."""
+    for source, node in reversed(layers):
+        for part in loc:
+            if not isinstance(node, dict):
+                return source
+            if part not in node:
+                break
+            node = node[part]
+        else:
+            return source
+    return None
+
+
+def explain_validation_error(err: ValidationError, source: str,
+                             layers: Layers | None = None) -> RecipeError:
+    """Turn pydantic's error into one message per bad key, with the nearest valid key and, for a
+    recipe made of several files (`layers`, see read_layers; `--set` last), the one that set it."""
+    lines = []
+    fixes = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc)
+        setter = _set_by(loc, layers or []) if e["type"] != "missing" else None
+        where = f" (from {setter})" if setter and setter != source else ""
+        if e["type"] == "extra_forbidden":
+            valid = _fields_at(Recipe, loc)
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            lines.append(f"unknown key `{key}`{where}")
+            fixes.append(f"did you mean `{'.'.join(map(str, loc[:-1] + (close[0],)))}`?" if close
+                         else f"valid keys here: {', '.join(valid)}")
+        elif e["type"] == "missing":
+            lines.append(f"missing key `{key}`")
+            fixes.append(f"add `{key}` to the recipe")
+        else:
+            lines.append(f"`{key}`: {e['msg']} (got {e.get('input')!r}){where}")
+    header, fix = f"{source}: invalid recipe", "; ".join(fixes) or "correct the values above"
+    name = Path(source).name
+    if name.startswith("_"):
+        header = (f"{source} is a base that recipes include (`{INCLUDE_KEY}: {name}`), "
+                  f"not a recipe to run; on its own")
+        fix = "run a recipe that extends it (`distill recipes` lists them)"
+    return RecipeError(f"{header}:\n  " + "\n  ".join(lines), fix=fix)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read (with its `extends` chain), override and validate a recipe; every problem is a
+    RecipeError naming the key (and the file or `--set` that set it)."""
+    path = Path(path)
+    layers = read_layers(path)
+    tree = merge_layers(layers)
+    if overrides:
+        apply_overrides(tree, overrides)
+        layers.append(("--set", apply_overrides({}, overrides)))
     try:
         recipe = Recipe.model_validate(tree)
     except ValidationError as err:
-        raise explain_validation_error(err, str(path)) from None
+        raise explain_validation_error(err, str(path), layers) from None
     return recipe.model_copy(update={}, deep=True)
-

@@ -15,11 +15,11 @@ from distill.engines.vllm import EngineSpec
 from distill.pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
 from distill.teachers.base import VLLMTeacher
 from distill.pipeline.keys import stage_key
-from distill.workflows.recipe import Recipe, load_recipe
+from distill.workflows.recipe import Recipe, load_recipe, recipe_files
 from distill.workflows.stages.generate import GenerateStage
 from helpers import REPO, RESOLVERS
 
-R1_RECIPES = sorted((REPO / "workflows" / "recipes" / "r1_distill").glob("*.yaml"))
+R1_RECIPES = recipe_files(REPO / "workflows" / "recipes" / "r1_distill")  # bases (_*.yaml) left out
 SMOKE = REPO / "workflows" / "recipes" / "smoke.yaml"
 TWO_H100_NODES = ["teacher.engine.pipeline_parallel_size=2", "teacher.accelerator_type=H100"]
 

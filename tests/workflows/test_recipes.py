@@ -17,13 +17,14 @@ from distill.pipeline.keys import stage_key
 from distill.students.config import TrainConfig, validate_for_machine
 from distill.teachers.templates import TEMPLATES
 from distill.workflows.preflight import preflight
-from distill.workflows.recipe import Recipe, load_recipe
+from distill.workflows.recipe import (Recipe, load_recipe, merge_layers, read_layers,
+                                      recipe_files)
 from helpers import REPO, RESOLVERS
 
 RECIPES_DIR = REPO / "workflows" / "recipes"
-RECIPES = sorted(RECIPES_DIR.glob("**/*.yaml"))
+RECIPES = recipe_files(RECIPES_DIR)          # every *.yaml but the bases (_*.yaml)
 R1_DIR = RECIPES_DIR / "r1_distill"
-R1_RECIPES = sorted(R1_DIR.glob("*.yaml"))
+R1_RECIPES = recipe_files(R1_DIR)
 
 # The six students of the DeepSeek-R1 paper (Table 5): recipe file -> (base model, repo id).
 R1_STUDENTS = {
@@ -73,6 +74,49 @@ def loaded() -> dict[Path, Recipe]:
 def test_the_six_r1_distill_recipes_ship():
     assert sorted(p.name for p in R1_RECIPES) == sorted(R1_STUDENTS)
     assert set(R1_RECIPES) <= set(RECIPES), "the glob over workflows/recipes must find them"
+
+
+def _leaves(tree: dict, prefix: tuple = ()) -> dict[tuple, object]:
+    """Every non-mapping value of a tree, by key path (lists count as one value)."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, prefix + (key,)))
+        else:
+            out[prefix + (key,)] = value
+    return out
+
+
+def test_r1_recipes_state_only_what_differs():
+    """Each student extends the one base and sets only keys whose resolved values are not equal
+    across all six (else they belong in the base); the shared sections come from the base alone."""
+    own, resolved = {}, {}
+    for path in R1_RECIPES:
+        layers = read_layers(path)
+        assert [Path(f).name for f, _ in layers] == ["_base.yaml", path.name]
+        own[path.name] = _leaves(layers[-1][1])
+        resolved[path.name] = _leaves(merge_layers(layers))
+        assert not {k[0] for k in own[path.name]} & {"seed", "prompts", "curate"}, path.name
+    for name, leaves in own.items():
+        for key in leaves:
+            values = {repr(other.get(key)) for other in resolved.values()}
+            assert len(values) > 1, f"{name}: {'.'.join(key)} is equal in all six: base material"
+
+
+def test_bases_are_not_listed_and_refuse_to_run():
+    from typer.testing import CliRunner
+
+    from distill.workflows.cli import app
+
+    base = R1_DIR / "_base.yaml"
+    assert base.exists() and base not in RECIPES
+    listed = CliRunner().invoke(app, ["recipes"]).output
+    assert "qwen2.5-math-1.5b.yaml" in listed and "_base" not in listed
+    with pytest.raises(RecipeError) as err:
+        load_recipe(base)
+    msg = " ".join(str(err.value).split())
+    assert "is a base that recipes include (`extends: _base.yaml`), not a recipe to run" in msg
+    assert "missing key `name`" in msg and "run a recipe that extends it" in msg
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=_id)

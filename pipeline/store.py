@@ -20,6 +20,22 @@ from typing import Any
 from distill.pipeline.errors import DistillError
 
 MANIFEST = "manifest.json"
+RESUME_STATE = ("checkpoints", "shards")  # folders a stage resumes from; checked by the stage
+
+
+def vouched_files(out_dir: Path) -> dict[str, dict]:
+    """{relative path: {size, digest}} of every file a finished stage vouches for: all but the
+    manifest, hidden and temporary files, and its resume state (RESUME_STATE)."""
+    from distill.pipeline.fingerprint import file_digest
+
+    files = {}
+    for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(out_dir)
+        if rel.as_posix() == MANIFEST or rel.parts[0] in RESUME_STATE \
+                or any(part.startswith(".") for part in rel.parts):
+            continue
+        files[rel.as_posix()] = {"size": path.stat().st_size, "digest": file_digest(path)}
+    return files
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -82,6 +98,19 @@ class StageOutput:
     def artefact(self, name: str) -> Path:
         return self.path / name
 
+    def damage(self) -> list[str]:
+        """What no longer matches the manifest's checksums (missing, cut, changed or unexpected
+        files); empty when the stage's output is whole. Manifests without checksums pass."""
+        vouched = self.manifest.get("files")
+        if vouched is None:
+            return []
+        found = vouched_files(self.path)
+        problems = [f"{rel}: missing" for rel in vouched if rel not in found]
+        problems += [f"{rel}: {'size' if found[rel]['size'] != v['size'] else 'content'} differs"
+                     for rel, v in vouched.items() if rel in found and found[rel] != v]
+        problems += [f"{rel}: not in the manifest" for rel in found if rel not in vouched]
+        return problems
+
 
 class RunStore:
     """One run directory. Stages are found through run.json, or by scanning for manifests."""
@@ -93,6 +122,8 @@ class RunStore:
         return self.root / f"{name}-{key[:12]}"
 
     def is_done(self, name: str, key: str) -> bool:
+        """The manifest exists (it is written last). Whether the files still match it is
+        StageOutput.damage(), which the runner checks before trusting a finished stage."""
         return (self.stage_dir(name, key) / MANIFEST).exists()
 
     def _index(self) -> dict:

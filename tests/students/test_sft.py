@@ -1,6 +1,8 @@
 """train_student end to end on a tiny model: artefacts, merge, rejects, batching modes, resume."""
 from __future__ import annotations
 
+import json
+
 import os
 import signal
 import subprocess
@@ -100,13 +102,37 @@ def test_bad_inputs_fail_with_the_fix(tiny_qwen2, traces, tmp_path):
         TrainConfig(student="x", epoch=3)
 
 
+def _checkpoint(folder: Path, step: int) -> Path:
+    """A checkpoint folder shaped like the Trainer's: state, whole safetensors, an optimizer zip."""
+    import torch
+    from safetensors.torch import save_file
+
+    ckpt = folder / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    save_file({"w": torch.ones(64)}, str(ckpt / "adapter_model.safetensors"))
+    torch.save({"step": step}, ckpt / "optimizer.pt")
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return ckpt
+
+
 def test_last_checkpoint_skips_and_deletes_incomplete(tmp_path):
-    for step, complete in [(2, True), (4, True), (6, False)]:
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    _checkpoint(tmp_path, 2), _checkpoint(tmp_path, 4)
+    (tmp_path / "checkpoint-6").mkdir()                     # killed before its state was written
     assert last_checkpoint(tmp_path).name == "checkpoint-4"
     assert not (tmp_path / "checkpoint-6").exists()
+
+
+@pytest.mark.parametrize("damage", ["state_cut", "weights_cut", "optimizer_cut"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, damage):
+    _checkpoint(tmp_path, 2)
+    newest = _checkpoint(tmp_path, 4)
+    target = {"state_cut": "trainer_state.json", "weights_cut": "adapter_model.safetensors",
+              "optimizer_cut": "optimizer.pt"}[damage]
+    data = (newest / target).read_bytes()
+    (newest / target).write_bytes(data[: len(data) // 2])   # a crash or a full disk cut it short
+    assert last_checkpoint(tmp_path, clean=False).name == "checkpoint-2"
+    assert last_checkpoint(tmp_path).name == "checkpoint-2"
+    assert not newest.exists()
 
 
 RESUME_SCRIPT = textwrap.dedent("""

@@ -15,10 +15,12 @@ Test formats (`run_tests(program, tests, cfg)`):
   "outputs": [...]}`; `f` (or `Solution().f`) is called with the args.
 - assert-style, as in MBPP / HumanEval: a string of `assert f(x) == y` statements, a list of
   them, `{"test_list": [...], "test_setup_code": ..., "test_imports": [...]}` (MBPP), or
-  `{"test": "def check(candidate): ...", "entry_point": "f"}` (HumanEval). They are appended to
-  the program and run in one sandboxed process; each top-level assert counts as one test, and a
-  run only passes if the harness's end marker (a per-run nonce) is printed, so a program that
-  exits early (`sys.exit()`, `exit()` in a main block) does not pass by skipping the tests.
+  `{"test": "def check(candidate): ...", "entry_point": "f"}` (HumanEval). The sandbox's
+  harness runs them against the program's functions, one sandboxed run per suite; each top-level
+  assert counts as one test. The tests run in the harness's own process, which calls into the
+  program's process and gets plain values back, and report over a pipe the program never holds:
+  exiting early, patching exec/compile/builtins, printing success lines or returning custom
+  `__eq__` objects cannot make a run pass (data/sandbox_harness.py says why).
 """
 from __future__ import annotations
 
@@ -26,14 +28,15 @@ import ast
 import json
 import os
 import re
-import secrets
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
 from distill.data.sandbox import SandboxLimits, SandboxResult, run_sandboxed
 from distill.pipeline.keys import RUNTIME
-from pydantic import BaseModel, ConfigDict, Field
 
 FENCE_RE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*```",
                       re.MULTILINE | re.DOTALL)
@@ -140,64 +143,43 @@ def _call_test(fn_name: str, args: Any, expected: Any) -> str:
     return f"__distill_call({fn_name!r}, {json.dumps(args)!r}, {json.dumps(expected)!r})"
 
 
-_HARNESS = '''
-
-# ---- distill test harness ----
-{setup}
-
-def __distill_call(name, args_json, expected_json):
-    import json
-    args, expected = json.loads(args_json), json.loads(expected_json)
-    fn = globals().get(name) or getattr(globals()["Solution"](), name)
-    got = fn(*args)
-    try:
-        got = json.loads(json.dumps(got))  # tuples compare as the JSON lists they are stored as
-    except (TypeError, ValueError):
-        pass
-    wrapped = isinstance(expected, list) and len(expected) == 1 and got == expected[0]
-    assert got == expected or wrapped, f"{{name}}{{tuple(args)}} gave {{got!r}}, not {{expected!r}}"
-
-def __distill_run(tests, nonce):
-    import sys
-    passed = 0
-    for i, src in enumerate(tests):
-        try:
-            exec(compile(src, f"<test {{i}}>", "exec"), globals())
-            passed += 1
-        except BaseException as e:
-            print(f"{{nonce}} FAIL test {{i}}: {{type(e).__name__}}: {{e}}"[:500], file=sys.stderr)
-    print(f"{{nonce}} DONE {{passed}}/{{len(tests)}}", file=sys.stderr, flush=True)
-
-__distill_run({tests!r}, {nonce!r})
-'''
-
-
 def _failure(result: SandboxResult) -> str | None:
     if result.killed_reason:
         return result.killed_reason
     return "runtime_error" if result.returncode != 0 else None
 
 
+def _program_reason(status: int | None) -> str | None:
+    """A reason from how the program's process ended, when a limit ended it."""
+    if status is None or not os.WIFSIGNALED(status):
+        return None
+    return {signal.SIGXCPU: "cpu_limit", signal.SIGXFSZ: "file_size"}.get(os.WTERMSIG(status))
+
+
 def _run_asserts(program: str, setup: str, tests: list[str], cfg: CodeVerifyConfig) -> CodeVerdict:
-    nonce = secrets.token_hex(8)
-    code = program + _HARNESS.format(setup=setup, tests=tests, nonce=nonce)
-    result = run_sandboxed(code, limits=cfg.limits, language=cfg.language)
-    done = re.search(rf"^{nonce} DONE (\d+)/\d+$", result.stderr, re.MULTILINE)
-    n_passed = int(done.group(1)) if done else 0
-    passed = done is not None and result.returncode == 0 and n_passed == len(tests)
+    """Run the tests in the sandbox's harness, which calls into the program from its own process
+    and reports over its own pipe (data/sandbox_harness.py says why that cannot be faked)."""
+    result = run_sandboxed(program, limits=cfg.limits, language=cfg.language,
+                           tests={"setup": setup, "tests": tests})
+    reports = result.harness or []
+    start = next((r for r in reports if "program" in r), {})
+    done = next((r for r in reports if "done" in r), None)
+    results = [r for r in reports if "test" in r]
+    n_passed = sum(r.get("ok") is True for r in results)
+    passed = (done is not None and result.killed_reason is None and result.returncode == 0
+              and n_passed == len(tests) == len(results))
+    fail = next((r.get("error") for r in results if r.get("ok") is not True), None)
+    status, kind = (done or {}).get("status"), start.get("program")
     if passed:
-        reason = None
-    elif done and n_passed < len(tests):
-        reason = "wrong_answer"
-    else:  # killed, crashed before the tests, or exited early without running them
-        reason = _failure(result) or "no_test_run"
-    fail = re.search(rf"^{nonce} FAIL (.*)$", result.stderr, re.MULTILINE)
-    if fail:
-        detail = fail.group(1)
-    elif reason == "no_test_run":
-        detail = "the program exited before the tests ran"
-    else:
-        detail = None if passed else result.stderr[-500:] or None
+        reason, detail = None, None
+    elif result.killed_reason or kind is None:
+        reason, detail = _failure(result) or "no_test_run", fail or result.stderr[-500:] or None
+    elif kind == "ready":
+        reason, detail = _program_reason(status) or "wrong_answer", fail
+    elif kind == "error":
+        reason, detail = "runtime_error", start.get("detail")
+    else:  # the program exited, or stopped answering, before the tests ran
+        reason, detail = _program_reason(status) or "no_test_run", start.get("detail")
     return CodeVerdict(passed=passed, n_passed=n_passed, n_total=len(tests), reason=reason,
                        detail=detail)
 

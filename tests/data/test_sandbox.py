@@ -1,32 +1,23 @@
-"""The sandbox contains real hostile programs: each test runs one and checks the host side."""
+"""The sandbox's contract: results, limits and errors, as root and as `nobody`.
+The escape attempts are in test_sandbox_attacks.py, the forged verdicts in test_code_forgery.py."""
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import sysconfig
 import tempfile
-import threading
-import uuid
-from pathlib import Path
 
 import pytest
-from distill.data.sandbox import (
-    UID_BASE,
-    SandboxLimits,
-    SandboxUnavailable,
-    _world_executable,
-    run_sandboxed,
-)
 from pydantic import ValidationError
+
+from distill.data.sandbox import UID_BASE, SandboxLimits, SandboxUnavailable, run_sandboxed
+from distill.pipeline.errors import DistillError
+from tests.data.sandbox_host import nobody_python
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox uses Linux namespaces")
 
-REPO = Path(__file__).resolve().parents[2]
 AS_ROOT = os.geteuid() == 0
 # The run uids of this process: UID_BASE + (pid % 2**22) * 64 + slot, slot < 64.
 OUR_UIDS = range(UID_BASE + (os.getpid() % 2**22) * 64, UID_BASE + (os.getpid() % 2**22) * 64 + 64)
@@ -34,22 +25,6 @@ OUR_UIDS = range(UID_BASE + (os.getpid() % 2**22) * 64, UID_BASE + (os.getpid() 
 
 def quick(**kw) -> SandboxLimits:
     return SandboxLimits(**{"wall_time_s": 10, "cpu_time_s": 5, **kw})
-
-
-def sandbox_pids() -> list[int]:
-    """Processes (anywhere on the host) running as one of this test process's sandbox uids."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue
-        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        if int(uid_line.split()[1]) in OUR_UIDS:
-            pids.append(int(entry))
-    return pids
 
 
 def test_correct_program_reads_stdin_and_exits_cleanly():
@@ -97,96 +72,10 @@ def test_output_flood_is_cut_at_the_limit_and_killed():
     assert r.returncode == -signal.SIGKILL
 
 
-def test_writes_outside_the_scratch_dir_never_reach_the_host():
-    tag = uuid.uuid4().hex
-    targets = [f"/tmp/escape_{tag}", str(REPO / f"escape_{tag}"), f"/dev/shm/escape_{tag}",
-               f"/var/tmp/escape_{tag}", f"{Path.home()}/escape_{tag}"]
-    code = (
-        "import json, os\n"
-        f"targets = {targets!r}\n"
-        "outcome = {}\n"
-        "for t in targets:\n"
-        "    try:\n"
-        "        with open(t, 'w') as f:\n"
-        "            f.write('escaped')\n"
-        "        outcome[t] = 'wrote'\n"
-        "    except OSError as e:\n"
-        "        outcome[t] = e.strerror\n"
-        "with open('inside.txt', 'w') as f:\n"
-        "    f.write('ok')\n"
-        "print(json.dumps({'outcome': outcome, 'inside': open('inside.txt').read(),"
-        " 'cwd': os.getcwd()}))\n"
-    )
-    seen = json.loads(run_sandboxed(code, limits=quick()).stdout)
-    assert seen["inside"] == "ok"  # the scratch dir itself is writable
-    # A repository under /tmp is hidden by the sandbox's private /tmp: not found is denied too.
-    denied = ("Read-only file system", "Permission denied", "No such file or directory")
-    assert seen["outcome"][str(REPO / f"escape_{tag}")] in denied
-    for target in targets:
-        assert not os.path.exists(target), f"{target} escaped ({seen['outcome'][target]})"
-    assert not os.path.exists(seen["cwd"]), "the scratch dir must be deleted after the run"
-
-
-def test_network_connection_to_a_local_server_never_arrives():
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(2)
-    port = server.getsockname()[1]
-    with server:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):  # the server does work
-            server.accept()[0].close()
-        code = (
-            "import socket\n"
-            "try:\n"
-            f"    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-            "    print('connected')\n"
-            "except OSError as e:\n"
-            "    print('refused', e.errno)\n"
-        )
-        r = run_sandboxed(code, limits=quick())
-        server.settimeout(0.5)
-        with pytest.raises(socket.timeout):
-            server.accept()
-    assert r.stdout.startswith("refused"), r.stdout + r.stderr
-
-
-@pytest.mark.skipif(not AS_ROOT, reason="per-run uids (and so this count) exist only as root")
-def test_fork_bomb_is_capped_and_leaves_no_process_behind():
-    bomb = ("import os\n"
-            "while True:\n"
-            "    try:\n"
-            "        os.fork()\n"
-            "    except OSError:\n"
-            "        pass\n")
-    limits = quick(max_processes=8, wall_time_s=2, cpu_time_s=2)
-    peak, done = [0], threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], len(sandbox_pids()))
-            done.wait(0.02)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        r = run_sandboxed(bomb, limits=limits)
-    finally:
-        done.set()
-        watcher.join()
-    assert r.killed_reason in ("wall_timeout", "cpu_limit")
-    assert 1 < peak[0] <= limits.max_processes + 1  # it did fork, never past RLIMIT_NPROC (+ init)
-    assert sandbox_pids() == []
-
-
-@pytest.mark.skipif(not AS_ROOT, reason="per-run uids (and so this count) exist only as root")
-def test_daemonised_child_does_not_outlive_the_run():
-    code = ("import os, time\n"
-            "if os.fork() == 0:\n"
-            "    os.setsid()\n"
-            "    time.sleep(600)\n"
-            "print('parent exits')\n")
-    r = run_sandboxed(code, limits=quick())
-    assert r.returncode == 0 and r.stdout == "parent exits\n"
-    assert sandbox_pids() == []
+def test_writing_past_the_scratch_space_fails_with_a_reason():
+    code = "with open('/tmp/big', 'wb') as f:\n    f.write(b'x' * (9 << 20))\n"
+    r = run_sandboxed(code, limits=quick(scratch_mb=8, file_size_mb=16))
+    assert r.killed_reason == "scratch_full" and "No space left on device" in r.stderr
 
 
 def test_a_sandbox_that_cannot_start_raises_instead_of_failing_the_program(monkeypatch):
@@ -196,7 +85,7 @@ def test_a_sandbox_that_cannot_start_raises_instead_of_failing_the_program(monke
         os.close(fd)
         os.chmod(fake, 0o755)
         monkeypatch.setenv("DISTILL_SANDBOX_PYTHON", fake)
-        with pytest.raises(SandboxUnavailable, match="sandbox setup failed: exec"):
+        with pytest.raises(SandboxUnavailable, match="sandbox setup failed: .*not-python"):
             run_sandboxed("print(1)", limits=quick())
     finally:
         os.unlink(fake)
@@ -205,58 +94,40 @@ def test_a_sandbox_that_cannot_start_raises_instead_of_failing_the_program(monke
 def test_bad_settings_are_rejected_with_the_field_named():
     with pytest.raises(ValidationError, match="cpu_seconds"):
         SandboxLimits(cpu_seconds=1)
-    with pytest.raises(ValueError, match="unknown sandbox language 'cobol'"):
+    with pytest.raises(DistillError, match=r"unknown sandbox language 'cobol' .*\n  fix: use one"):
         run_sandboxed("print(1)", language="cobol")
 
 
 NOT_ROOT_CHECK = """
-import json, os, socket, uuid
+import json, os
 from distill.data.sandbox import SandboxLimits, run_sandboxed
-server = socket.create_server(("127.0.0.1", 0))
-escape = f"/tmp/escape_{uuid.uuid4().hex}"
-code = (f"open({escape!r}, 'w').write('x')\\n"
-        "import socket\\n"
-        "try:\\n"
-        f"    socket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=1)\\n"
-        "except OSError as e:\\n"
-        "    print(e.strerror)\\n")
-r = run_sandboxed(code, limits=SandboxLimits(wall_time_s=10))
-server.settimeout(0.5)
-try:
-    server.accept()
-    arrived = True
-except socket.timeout:
-    arrived = False
-print(json.dumps({"uid": os.geteuid(), "stdout": r.stdout, "stderr": r.stderr,
-                  "arrived": arrived, "escaped": os.path.exists(escape)}))
+from distill.data.verify_code import CodeVerifyConfig, run_tests
+cfg = CodeVerifyConfig(workers=1, limits=SandboxLimits(wall_time_s=10))
+stdio = run_sandboxed("print(int(input()) * 2)", stdin="21", limits=cfg.limits)
+honest = run_tests("def add(a, b):\\n    return a + b\\n", "assert add(1, 2) == 3", cfg)
+forged = run_tests("import builtins\\nbuiltins.exec = lambda *a: None\\nadd = abs\\n",
+                   "assert add(1, 2) == 3", cfg)
+print(json.dumps({"uid": os.geteuid(), "stdout": stdio.stdout, "stderr": stdio.stderr,
+                  "honest": honest.passed, "forged": forged.passed}))
 """
 
 
-def _unprivileged_command() -> list[str] | None:
-    """How to run this repo's code as `nobody`: the system python3 plus our site-packages."""
-    python, setpriv = shutil.which("python3", path="/usr/bin:/bin"), shutil.which("setpriv")
-    site = sysconfig.get_paths()["purelib"]
-    if not (AS_ROOT and python and setpriv):
-        return None
-    same_abi = f"{sys.version_info.major}.{sys.version_info.minor}" in os.path.realpath(python)
-    if not (same_abi and _world_executable(python) and os.access(site, os.R_OK)
-            and all(p.stat().st_mode & 0o005 for p in [Path(site), *Path(site).parents])):
-        return None
-    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i",
-            "PATH=/usr/bin:/bin", python, "-c",
-            # addsitedir runs the site's .pth files, which map the `distill` namespace
-            f"import site; site.addsitedir({site!r})\n" + NOT_ROOT_CHECK]
-
-
-def test_contains_network_and_writes_when_not_root_too():
-    command = _unprivileged_command()
+def test_programs_and_tests_run_when_not_root_too():
+    command = nobody_python()
     if command is None:
         pytest.skip("needs root (to become nobody), setpriv, and a system python3 of our ABI")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd="/",
-                          check=False)
+    done = subprocess.run([*command[:-1], command[-1] + NOT_ROOT_CHECK], capture_output=True,
+                          text=True, timeout=60, cwd="/", check=False)
     if "sandbox setup failed" in done.stderr:
         pytest.skip(f"no unprivileged user namespaces here: {done.stderr[-300:]}")
     seen = json.loads(done.stdout)
     assert seen["uid"] == 65534
-    assert seen["stdout"] == "Network is unreachable\n", seen
-    assert not seen["arrived"] and not seen["escaped"]
+    assert (seen["stdout"], seen["honest"], seen["forged"]) == ("42\n", True, False), seen
+
+
+def test_the_boot_program_and_the_harness_are_plain_modules():
+    from distill.data import sandbox_boot, sandbox_harness
+
+    assert os.uname().machine in sandbox_boot.PIVOT_ROOT  # pivot_root's syscall number is known
+    assert {p for p, _ in sandbox_boot._mounts_under("")} >= {"/proc"}  # reads this namespace
+    assert sandbox_harness.wire.decode({"t": [1, {"s": [2]}]}, None) == (1, {2})

@@ -17,6 +17,10 @@ components (union-find). In every exact group and near cluster one row is kept b
 "longest"/"shortest": most/fewest characters, ties to the first); the others get
 "duplicate_exact" / "duplicate_near".
 
+Scope: with `within` (e.g. "prompt_id") only rows with equal values there can be duplicates of
+each other (the value joins every bucket key, so groups never meet); with `min_chars`, texts
+shorter than that many characters are left out (never flagged, never a group's kept row).
+
 On Ray (data.dedupe_ray): the same steps over a shuffle; the result equals
 `flag_duplicates(df, cfg, column=..., order_column=id_column)` on the same rows.
 """
@@ -27,9 +31,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from distill.data.minhash import Sketch, band_keys, estimated_jaccard, optimal_bands, sketch
-from distill.pipeline.keys import RUNTIME
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from distill.data.columns import require_columns
+from distill.data.minhash import Sketch, band_keys, estimated_jaccard, optimal_bands, sketch
+from distill.pipeline.errors import DistillError
+from distill.pipeline.keys import RUNTIME
 
 REASON_EXACT, REASON_NEAR = "duplicate_exact", "duplicate_near"
 _GOLD = 0x9E3779B97F4A7C15
@@ -59,6 +66,11 @@ class DedupeConfig(BaseModel):
     seed: int = Field(0, ge=0, description="Seed of the shingle hash and the permutations.")
     keep: Literal["first", "longest", "shortest"] = Field(
         "first", description="Which row of a duplicate group is kept.")
+    within: str | None = Field(None, description="Only rows with equal values in this column "
+                               "can be duplicates, e.g. 'prompt_id' (a prompt's own samples); "
+                               "None: any two rows.")
+    min_chars: int = Field(0, ge=0, description="Texts with fewer characters are left out: "
+                           "never flagged, never kept in place of another.")
     distributed: Literal["auto", "never", "always"] = Field(
         "auto", description="Run on Ray Data: 'auto' when rows exceed local_max_rows.", json_schema_extra=RUNTIME)
     local_max_rows: int = Field(2_000_000, ge=1, description="'auto' stays in one process up to "
@@ -178,8 +190,8 @@ def bucket_pairs(rows: dict[str, np.ndarray], rank: np.ndarray, primary: np.ndar
     first text u (verified by estimated Jaccard when cfg.verify). rank/primary are per doc."""
     doc = rows["doc"]
     exact_row = rows["band"] == -1
-    first = pick([rows["band"], rows["key"], rows["key2"]],
-                 np.where(exact_row, primary[doc], 0), rank[doc])
+    keys = [rows[k] for k in ("band", "key", "key2", "within") if k in rows]
+    first = pick(keys, np.where(exact_row, primary[doc], 0), rank[doc])
     moved = np.flatnonzero(first != np.arange(len(doc)))
     u, v, ex = doc[first[moved]], doc[moved], exact_row[moved]
     if cfg.verify and sig is not None:
@@ -213,25 +225,45 @@ def _sketch(texts: Any, cfg: DedupeConfig, column: str, threads: int = 1) -> Ske
         return sketch(texts, num_perm=cfg.num_perm, ngram=cfg.ngram, shingle=cfg.shingle,
                       seed=cfg.seed, exact=cfg.exact, near=cfg.near, threads=threads)
     except TypeError as e:
-        raise TypeError(f"dedupe column {column!r}: {e}") from None
+        raise DistillError(f"dedupe column {column!r}: {e}",
+                           fix="dedupe a text column (DedupeConfig.columns)") from None
+
+
+def within_keys(values: pd.Series) -> np.ndarray:
+    """A 64-bit content hash per `within` value: equal values, equal keys, in any process."""
+    return pd.util.hash_pandas_object(values, index=False).to_numpy(np.uint64)
+
+
+def judged(texts: pd.Series, min_chars: int) -> np.ndarray:
+    """Positions of the texts dedupe looks at: all, or those of at least min_chars characters."""
+    if min_chars <= 0:
+        return np.arange(len(texts))
+    return np.flatnonzero(texts.fillna("").astype(str).str.len().to_numpy() >= min_chars)
 
 
 def duplicate_groups(df: pd.DataFrame, cfg: DedupeConfig, *, column: str,
                      order_column: str | None = None) -> pd.DataFrame:
     """Per row of df: `dedupe_reason` (see flag_duplicates) and `dedupe_kept`, the index label
     of the row kept in its duplicate group (the row itself when it is kept and has no twins)."""
-    for name in (column, order_column):
-        if name is not None and name not in df.columns:
-            raise ValueError(f"dedupe column {name!r} is not in the data (columns: "
-                             f"{list(df.columns)}); fix DedupeConfig.columns or the caller")
-    if order_column is not None and df[order_column].isna().any():
-        raise ValueError(f"order column {order_column!r} has nulls (row "
-                         f"{df.index[df[order_column].isna()][0]!r}); fill them first")
-    sk = _sketch(df[column], cfg, column, cfg.threads)
-    rank = _rank(df[order_column]) if order_column is not None else np.arange(len(df))
-    primary = _primary(sk.lengths, cfg.keep)
-    u, v, ex = bucket_pairs(bucket_rows(sk, cfg), rank, primary, sk.signatures, cfg)
-    reasons, kept = resolve(u, v, ex, primary, rank)
+    require_columns(df, (column, order_column, cfg.within), "dedupe",
+                    fix="fix DedupeConfig.columns / within, or the order column passed")
+    for name in (order_column, cfg.within):
+        if name is not None and df[name].isna().any():
+            raise DistillError(f"dedupe: column {name!r} has nulls (row "
+                               f"{df.index[df[name].isna()][0]!r})", fix="fill them first")
+    reasons, kept = np.full(len(df), None, dtype=object), np.arange(len(df))
+    pos = judged(df[column], cfg.min_chars)
+    if len(pos):
+        sub = df.iloc[pos]
+        sk = _sketch(sub[column], cfg, column, cfg.threads)
+        rank = _rank(sub[order_column]) if order_column is not None else np.arange(len(sub))
+        primary = _primary(sk.lengths, cfg.keep)
+        rows = bucket_rows(sk, cfg)
+        if cfg.within is not None:
+            rows["within"] = within_keys(sub[cfg.within])[rows["doc"]]
+        u, v, ex = bucket_pairs(rows, rank, primary, sk.signatures, cfg)
+        reasons[pos], sub_kept = resolve(u, v, ex, primary, rank)
+        kept[pos] = pos[sub_kept]
     return pd.DataFrame({"dedupe_reason": pd.Series(reasons, index=df.index, dtype=object),
                          "dedupe_kept": df.index[kept]}, index=df.index)
 

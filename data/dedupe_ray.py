@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from distill.data.dedupe import (
     DedupeConfig,
     _primary,
@@ -23,16 +24,21 @@ from distill.data.dedupe import (
     _sketch,
     bucket_pairs,
     bucket_rows,
+    judged,
     resolve,
+    within_keys,
 )
 
 
 def _ray_rows(batch: pd.DataFrame, cfg: DedupeConfig, column: str, id_column: str,
               parts: int) -> dict[str, np.ndarray]:
     """Sketch a batch and emit its bucket rows (with ids, lengths, signatures per row)."""
+    batch = batch.iloc[judged(batch[column], cfg.min_chars)]
     sk = _sketch(batch[column], cfg, column)
     rows = bucket_rows(sk, cfg)
     doc = rows.pop("doc")
+    if cfg.within is not None:
+        rows["within"] = within_keys(batch[cfg.within])[doc]
     out = rows | {"id": batch[id_column].to_numpy()[doc], "length": sk.lengths[doc],
                   "part": (rows["key"] % np.uint64(parts)).astype(np.int64)}
     if cfg.near and cfg.verify:
@@ -42,7 +48,8 @@ def _ray_rows(batch: pd.DataFrame, cfg: DedupeConfig, column: str, id_column: st
 
 def _ray_pairs(batch: dict[str, np.ndarray], cfg: DedupeConfig) -> dict[str, np.ndarray]:
     """One shuffle partition: its pairs as ids, with the lengths the driver's keep rule needs."""
-    rows = {k: batch[k] for k in ("band", "key", "key2")} | {"doc": np.arange(len(batch["id"]))}
+    rows = {k: batch[k] for k in ("band", "key", "key2", "within") if k in batch}
+    rows["doc"] = np.arange(len(batch["id"]))
     u, v, ex = bucket_pairs(rows, _rank(batch["id"]), _primary(batch["length"], cfg.keep),
                             batch.get("sig"), cfg)
     ids, length = batch["id"], batch["length"]
@@ -79,7 +86,8 @@ def dedupe_ray(ds: Any, cfg: DedupeConfig, *, column: str, id_column: str,
     import ray
 
     parts = partitions or max(1, -(-ds.count() // 200_000))
-    pairs = ds.select_columns([id_column, column]).map_batches(
+    columns = list(dict.fromkeys(c for c in (id_column, column, cfg.within) if c is not None))
+    pairs = ds.select_columns(columns).map_batches(
         _ray_rows, batch_format="pandas",
         fn_kwargs={"cfg": cfg, "column": column, "id_column": id_column, "parts": parts},
     ).groupby("part", num_partitions=parts).map_groups(

@@ -15,7 +15,7 @@ data.parsing.parse_frame and data.verify.verify_frame):
 | no_answer | answer empty, or no final answer (`final_answer_tasks`) | answer_text, final_answer |
 | wrong_answer | correct is False | correct |
 | undecided | correct is None and `wrong_answer.reject_undecided` | correct |
-| language_mix | share of letters outside the prompt's script > max_share | reasoning, prompt |
+| language_mix | share of letter units outside the prompt's script > max_share | reasoning, prompt |
 | long_paragraph | a paragraph (text between blank lines) over max_chars | reasoning |
 | code_in_reasoning | a line starting with ``` in a task not in allowed_tasks | reasoning, task |
 | repetition | share of duplicate word 10-grams > max_duplicate_share (0.3) | reasoning |
@@ -25,7 +25,11 @@ Scripts for language_mix: latin, cyrillic, cjk (Han, kana, Hangul), arabic, hebr
 thai. Greek never counts (θ, π, α are math), and in a non-Latin prompt Latin letters do not count
 as foreign (LaTeX and variables are Latin), so Chinese reasoning for a Chinese prompt with
 English words in it is not flagged: a known limit. The prompt's script is its most frequent one
-(`default_script` when the prompt column is missing or has no letters).
+(`default_script` when the prompt column is missing or has no letters). Counts are in letter
+units: a letter is one, a CJK character (Han, kana, Hangul) is SCRIPT_WEIGHTS["cjk"] = 3, since
+one carries about a word (English averages ~4.7 letters a word, Chinese ~1.5 characters), so
+both the share and `min_letters` (50: about ten words, or 17 CJK characters) mean the same
+amount of text in every script.
 
 Repetition: 1 - unique/total over the word 10-grams of the reasoning (whitespace words); on the
 R1-Distill fixtures normal traces score 0.00-0.16 and a trace looping until the 32,768-token
@@ -46,6 +50,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from distill.data.columns import require_columns
+from distill.pipeline.errors import DistillError
+
 SCRIPTS: dict[str, str] = {
     "latin": "A-Za-z\u00c0-\u024f",
     "cyrillic": "\u0400-\u04ff",
@@ -55,6 +62,7 @@ SCRIPTS: dict[str, str] = {
     "devanagari": "\u0900-\u097f",
     "thai": "\u0e00-\u0e7f",
 }
+SCRIPT_WEIGHTS: dict[str, int] = {"cjk": 3}  # letter units per character (1 when not listed)
 _SCRIPT_RES = {name: re.compile(f"[{chars}]") for name, chars in SCRIPTS.items()}
 _ASCII_LETTERS = string.ascii_letters.encode("ascii")
 _ASCII = bytes(range(128))
@@ -179,9 +187,7 @@ def _rule(reason: str, section: str) -> Callable[[Callable], Rule]:
 
 
 def _col(df: pd.DataFrame, column: str, rule: str, fix: str) -> pd.Series:
-    if column not in df.columns:
-        raise KeyError(f"filter {rule!r} needs column {column!r}, which is not in the frame "
-                       f"(columns: {list(df.columns)}); {fix}")
+    require_columns(df, [column], f"filter {rule!r}", fix=fix)
     return df[column]
 
 
@@ -207,8 +213,9 @@ def truncated(df: pd.DataFrame, cfg: FilterConfig) -> np.ndarray:
     """The teacher hit its token cap, or the reasoning never closed."""
     fr_col = cfg.truncated.finish_reason_column
     if fr_col not in df.columns and "think_closed" not in df.columns:
-        raise KeyError(f"filter 'truncated' needs {fr_col!r} or 'think_closed' (columns: "
-                       f"{list(df.columns)}); run data.parsing.parse_frame first")
+        raise DistillError(f"filter 'truncated' needs {fr_col!r} or 'think_closed' (columns: "
+                           f"{list(df.columns)})", fix="run data.parsing.parse_frame first, or "
+                           "set truncated.finish_reason_column")
     mask = np.zeros(len(df), dtype=bool)
     if fr_col in df.columns:
         mask |= (df[fr_col].astype(object) == "length").to_numpy(dtype=bool)
@@ -242,7 +249,8 @@ def undecided(df: pd.DataFrame, cfg: FilterConfig) -> np.ndarray:
 
 
 def letter_counts(text: str) -> dict[str, int]:
-    """Letters per script in `text` (only scripts present), in C-speed passes."""
+    """Letter units per script in `text` (only scripts present; a CJK character counts
+    SCRIPT_WEIGHTS["cjk"]), in C-speed passes."""
     raw = text.encode("utf-8", "surrogatepass")
     counts = {"latin": len(raw) - len(raw.translate(None, _ASCII_LETTERS))}
     if text.isascii():
@@ -251,12 +259,13 @@ def letter_counts(text: str) -> dict[str, int]:
     for name, pattern in _SCRIPT_RES.items():
         n = len(rest) - len(pattern.sub("", rest))
         if n:
-            counts[name] = counts.get(name, 0) + n
+            counts[name] = counts.get(name, 0) + n * SCRIPT_WEIGHTS.get(name, 1)
     return {k: v for k, v in counts.items() if v}
 
 
 def foreign_share(text: str, script: str) -> tuple[float, int]:
-    """(share of letters not in `script`, letter count); Latin is never foreign (see above)."""
+    """(share of letter units not in `script`, letter units); Latin is never foreign in a
+    non-Latin script (see above)."""
     counts = letter_counts(text)
     total = sum(counts.values())
     own = counts.get(script, 0) + (counts.get("latin", 0) if script != "latin" else 0)
@@ -273,8 +282,8 @@ def language_mix(df: pd.DataFrame, cfg: FilterConfig) -> np.ndarray:
     """Too many reasoning letters in a script other than the prompt's."""
     rule = cfg.language_mix
     if rule.default_script not in SCRIPTS:
-        raise ValueError(f"language_mix.default_script {rule.default_script!r} is not one of "
-                         f"{sorted(SCRIPTS)}")
+        raise DistillError(f"filters.language_mix.default_script {rule.default_script!r} is "
+                           "not a script we count", fix=f"use one of {sorted(SCRIPTS)}")
     text = _texts(df, cfg.reasoning_column, "language_mix")
     prompts = (df[rule.prompt_column] if rule.prompt_column in df.columns
                else pd.Series(None, index=df.index, dtype=object))

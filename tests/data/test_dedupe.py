@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from distill.data import minhash
 from distill.data.dedupe import DedupeConfig, duplicate_groups, flag_duplicates, use_ray
 from distill.data.minhash import (
@@ -20,6 +21,7 @@ from distill.data.minhash import (
     text_buffer,
     word_hashes,
 )
+from distill.pipeline.errors import DistillError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +43,34 @@ def test_exact_ignores_case_and_spacing_but_not_punctuation():
     assert reasons.to_dict() == {"a": None, "b": "duplicate_exact", "c": None,
                                  "d": "duplicate_exact", "e": None, "f": "duplicate_exact",
                                  "g": None}
+
+
+def _answers() -> pd.DataFrame:
+    long = " ".join(f"step {i} adds {i} to the running total and checks it" for i in range(30))
+    return pd.DataFrame({
+        "prompt_id": ["sub", "add", "add", "sub", "mul", "mul"],
+        "text": ["The answer is 22.", "The answer is 22.", "the answer is  22.", long,
+                 long, "The answer is 22."],
+        "order": [5, 0, 1, 3, 2, 4]}, index=list("abcdef"))
+
+
+def test_within_keeps_duplicates_apart_across_groups():
+    df, cfg = _answers(), DedupeConfig(columns=["text"], within="prompt_id")
+    # 30 - 8 and 11 + 11 are both 22: the same answer to another prompt is no duplicate
+    assert flag_duplicates(df, cfg, column="text", order_column="order").to_dict() == {
+        "a": None, "b": None, "c": "duplicate_exact", "d": None, "e": None, "f": None}
+    across = flag_duplicates(df, DedupeConfig(columns=["text"]), column="text",
+                             order_column="order")
+    assert across.notna().tolist() == [True, False, True, True, False, True]
+
+
+def test_min_chars_leaves_short_texts_out():
+    df = _answers()
+    cfg = DedupeConfig(columns=["text"], min_chars=100)
+    out = duplicate_groups(df, cfg, column="text", order_column="order")
+    assert out["dedupe_reason"].to_dict() == {"a": None, "b": None, "c": None,
+                                              "d": "duplicate_exact", "e": None, "f": None}
+    assert out["dedupe_kept"].tolist() == list("abceef")
 
 
 def test_keep_rules_pick_first_longest_shortest():
@@ -223,9 +253,11 @@ def test_short_texts_and_char_shingles():
 
 def test_bad_input_and_config_errors_name_the_fix():
     df = pd.DataFrame({"problem": ["a", "b"], "n": [1, 2]})
-    with pytest.raises(ValueError, match="'answer_text'"):
+    with pytest.raises(DistillError, match="(?s)'answer_text'.*fix: fix DedupeConfig.columns"):
         flag_duplicates(df, DedupeConfig(), column="answer_text")
-    with pytest.raises(TypeError, match="'n'"):
+    with pytest.raises(DistillError, match="(?s)'prompt_id'.*fix: "):
+        flag_duplicates(df, DedupeConfig(within="prompt_id"), column="problem")
+    with pytest.raises(DistillError, match="(?s)'n'.*fix: dedupe a text column"):
         flag_duplicates(df, DedupeConfig(), column="n")
     with pytest.raises(ValueError, match="offsets must rise"):
         word_hashes(np.zeros(3, np.uint8), np.array([0, 5]))
@@ -281,6 +313,16 @@ def test_dedupe_ray_equals_one_process(ray_local):
     assert (local == "duplicate_exact").sum() >= 40 and (local == "duplicate_near").sum() >= 10
     out = dedupe_ray_to_pandas(ray_local, df, cfg)
     assert out["dedupe_reason"].tolist() == local.tolist()
+
+
+def test_dedupe_ray_honours_within_and_min_chars(ray_local):
+    df = pd.concat([_answers()] * 3, ignore_index=True)
+    df["id"] = [f"doc-{i:02d}" for i in range(len(df))]
+    for cfg in (DedupeConfig(columns=["text"], within="prompt_id"),
+                DedupeConfig(columns=["text"], min_chars=100)):
+        local = flag_duplicates(df, cfg, column="text", order_column="id")
+        out = dedupe_ray_to_pandas(ray_local, df, cfg)
+        assert out["dedupe_reason"].tolist() == local.tolist()
 
 
 def dedupe_ray_to_pandas(ray, df: pd.DataFrame, cfg: DedupeConfig) -> pd.DataFrame:

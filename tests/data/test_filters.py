@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+
 from distill.data.filters import FILTERS, FilterConfig, apply_filters, duplicate_ngram_share
 from distill.data.parsing import parse_frame
 from distill.data.verify import VerifyConfig, verify_frame
+from distill.pipeline.errors import DistillError
 
 TRACES = Path(__file__).parents[1] / "fixtures" / "r1traces"
 CLEAN_REASONING = " ".join(f"Step {i}: we multiply {i} by {i + 1} to get {i * (i + 1)}, and "
@@ -42,7 +44,7 @@ def test_truncated():
     df = rows(3, finish_reason=["stop", "length", "stop"], think_closed=[True, True, False])
     assert fired("truncated", df) == [False, True, True]
     assert fired("truncated", df.drop(columns="finish_reason")) == [False, False, True]
-    with pytest.raises(KeyError, match="finish_reason.*think_closed.*parse_frame"):
+    with pytest.raises(DistillError, match="(?s)finish_reason.*think_closed.*parse_frame"):
         FILTERS["truncated"](df.drop(columns=["finish_reason", "think_closed"]))
 
 
@@ -75,6 +77,19 @@ def test_language_mix():
     # in a Chinese trace and Chinese in an English one are not; 1 letter is too few to judge.
     assert fired("language_mix", df) == [False, True, False, True, False]
     assert fired("language_mix", df.drop(columns="prompt")) == [False, True, True, True, False]
+
+
+def test_language_mix_judges_short_cjk_reasoning_by_words_not_letters():
+    zh = "我们要算十一加十一。十一加十一等于二十二，所以答案是二十二，检查无误。"   # 34 characters
+    english = ("We add 11 and 11 to get 22, which is the answer here: 11 + 11 = 22, so the sum "
+               "of the two numbers is 22 and we are done with it now. ")
+    df = rows(6, prompt="What is 11 + 11?",
+              reasoning=[zh, zh + " So 22.", english * 3 + "(勾股 aside)", english + "Let θ = π.",
+                         "十一加十一得二十二", english * 3 + " 勾股定理"])
+    # Chinese for an English prompt is judged even when short (a character is about a word) and
+    # flagged; a couple of CJK or Greek symbols in English are not; nine characters are too few.
+    assert fired("language_mix", df) == [True, True, False, False, False, False]
+    assert fired("language_mix", df.assign(prompt="十一加十一等于多少？")) == [False] * 6
 
 
 def test_long_paragraph():
@@ -137,10 +152,14 @@ def test_a_pyarrow_table_is_accepted():
 
 
 def test_missing_columns_name_the_fix():
-    with pytest.raises(KeyError, match="'correct'.*verify_frame"):
+    with pytest.raises(DistillError, match="(?s)'wrong_answer'.*'correct'.*fix: .*verify_frame"):
         FILTERS["wrong_answer"](rows(1).drop(columns="correct"))
-    with pytest.raises(KeyError, match="'reasoning'.*parse_frame"):
+    with pytest.raises(DistillError, match="(?s)'repetition'.*'reasoning'.*fix: .*parse_frame"):
         FILTERS["repetition"](rows(1).drop(columns="reasoning"))
+    with pytest.raises(DistillError, match="(?s)'truncated'.*think_closed.*fix: "):
+        apply_filters(rows(1).drop(columns=["finish_reason", "think_closed"]))
+    with pytest.raises(DistillError, match="(?s)default_script 'klingon'.*fix: use one of"):
+        FILTERS["language_mix"](rows(1), FilterConfig(language_mix={"default_script": "klingon"}))
     with pytest.raises(ValueError, match="max_sahre"):
         FilterConfig(language_mix={"max_sahre": 0.1})
 

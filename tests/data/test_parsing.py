@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from distill.data.parsing import extract_final_answer, parse_frame, parse_trace
+from distill.pipeline.errors import DistillError
 
 TRACES = Path(__file__).parents[1] / "fixtures" / "r1traces"
 
@@ -102,7 +104,7 @@ def test_parse_frame_columns_index_and_missing_values():
 
 
 def test_parse_frame_names_a_missing_column():
-    with pytest.raises(KeyError, match="'full_response'.*text_column"):
+    with pytest.raises(DistillError, match="(?s)text_column.*'full_response'.*fix: pass"):
         parse_frame(pd.DataFrame({"text": ["x"]}), text_column="full_response")
 
 

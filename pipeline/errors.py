@@ -3,7 +3,9 @@ from __future__ import annotations
 
 
 class DistillError(Exception):
-    """A user-facing error. The CLI prints its message (no traceback) and exits with code 2."""
+    """A user-facing error. The CLI prints its message (no traceback) and exits with `exit_code`."""
+
+    exit_code = 2
 
     def __init__(self, message: str, *, fix: str | None = None):
         self.fix = fix
@@ -12,3 +14,14 @@ class DistillError(Exception):
 
 class RecipeError(DistillError):
     """The recipe is invalid: an unknown key, a bad value, a missing file or column."""
+
+
+class RunStopped(DistillError):
+    """A run stopped part-way (a full disk, Ctrl-C): its message says what was kept; running the
+    same command again resumes from there."""
+
+
+class Interrupted(RunStopped):
+    """Ctrl-C (SIGINT) during a run; the CLI exits 130 (128 + SIGINT), as shells expect."""
+
+    exit_code = 130

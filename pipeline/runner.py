@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from rich.console import Console
 
-from distill.pipeline import accounting
+from distill.pipeline import accounting, stops
 from distill.pipeline.keys import Resolvers, digest, stage_key, stage_payload
 from distill.pipeline.progress import stage_progress
 from distill.pipeline.stage import Stage, StageContext
@@ -67,9 +67,35 @@ def plan_keys(stages: list[Stage], recipe: BaseModel, resolvers: Resolvers) -> d
 
 def run_stages(stages: list[Stage], recipe: BaseModel, store: RunStore, *, console: Console,
                resolvers: Resolvers, recipe_path: Path | None = None) -> list[dict]:
-    """Run `stages` in order into `store`; returns each stage's manifest."""
+    """Run `stages` in order into `store`; returns each stage's manifest. A full disk or Ctrl-C
+    raises RunStopped / Interrupted (pipeline.stops) saying what was kept and how to resume."""
     keys: dict[str, str] = {}
-    manifests = []
+    manifests: list[dict] = []
+    try:
+        _run_all(stages, recipe, store, keys, manifests, console=console, resolvers=resolvers,
+                 recipe_path=recipe_path)
+    except KeyboardInterrupt:
+        raise stops.interrupted_error(*_where(stages, store, keys, manifests)) from None
+    except Exception as exc:
+        if not stops.is_disk_full(exc):
+            raise
+        where = _where(stages, store, keys, manifests)
+        raise stops.disk_full_error(exc, store.root, *where) from exc
+    return manifests
+
+
+def _where(stages: list[Stage], store: RunStore, keys: dict[str, str],
+           manifests: list[dict]) -> tuple[str, list[str], Path | None]:
+    """(the stage that was running, the stages finished before it, its folder if keyed yet)."""
+    stage = stages[min(len(manifests), len(stages) - 1)].name
+    out_dir = store.stage_dir(stage, keys[stage]) if stage in keys else None
+    return stage, [m["stage"] for m in manifests], out_dir
+
+
+def _run_all(stages: list[Stage], recipe: BaseModel, store: RunStore, keys: dict[str, str],
+             manifests: list[dict], *, console: Console, resolvers: Resolvers,
+             recipe_path: Path | None) -> None:
+    """run_stages' loop: fills `keys` and `manifests` as it goes."""
     store.root.mkdir(parents=True, exist_ok=True)
     for stage in stages:
         payload = stage_payload(stage, recipe, {n: keys[n] for n in stage.needs}, resolvers)
@@ -110,4 +136,3 @@ def run_stages(stages: list[Stage], recipe: BaseModel, store: RunStore, *, conso
         store.record(stage.name, key, recipe.name, payload["inputs"])
         console.print(_line(stage.name, "ran", manifest, seconds), highlight=False)
         manifests.append(manifest)
-    return manifests

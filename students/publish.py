@@ -5,12 +5,20 @@ template, a model card (README.md with YAML metadata and the lineage: teacher, r
 counts, evaluation table) and lineage.json; and `<hub_dir>/<repo_id>-data/` with the curated SFT
 set as Parquet and its dataset card. With `push: true` the same folders are uploaded with
 huggingface_hub to `endpoint` (a Hugging Face-compatible hub).
+
+Each folder is built as `.<name>.staging<pid>` beside it and renamed into place, so readers never
+see half a model. A publish killed mid-copy leaves its staging folder behind; the next publish
+into the same hub folder removes every stale one (its owner pid is not alive, or that pid now
+belongs to a process that started after the folder was made), never a live publish's.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -75,17 +83,55 @@ def publish_student(model_dir: Path, sft_rows: pd.DataFrame, lineage: dict, cfg:
                     hub_dir: Path, repo_id: str) -> dict:
     """Write model and dataset folders into hub_dir (atomically per folder); push if asked."""
     model_out, data_out = hub_dir / repo_id, hub_dir / f"{repo_id}-data"
-    staging = hub_dir / f".{repo_id}.staging{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns("checkpoint-*", "adapter"))
-    write_atomic(staging / "README.md", model_card(lineage, repo_id, cfg.license))
-    write_json(staging / "lineage.json", lineage)
-    shutil.rmtree(model_out, ignore_errors=True)
-    os.replace(staging, model_out)
-    write_parquet(sft_rows, data_out / "data" / "train-00000.parquet")
-    write_atomic(data_out / "README.md", dataset_card(lineage, repo_id, cfg.license, len(sft_rows)))
+    with staged(model_out) as staging:
+        shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns("checkpoint-*", "adapter"))
+        write_atomic(staging / "README.md", model_card(lineage, repo_id, cfg.license))
+        write_json(staging / "lineage.json", lineage)
+    with staged(data_out) as staging:
+        write_parquet(sft_rows, staging / "data" / "train-00000.parquet")
+        write_atomic(staging / "README.md", dataset_card(lineage, repo_id, cfg.license, len(sft_rows)))
     pushed = push_folders([model_out, data_out], repo_id, cfg) if cfg.push else []
     return {"model_dir": str(model_out), "dataset_dir": str(data_out), "pushed": pushed}
+
+
+@contextmanager
+def staged(final: Path) -> Iterator[Path]:
+    """`with staged(out) as tmp:` build the folder at `tmp` (not yet created); on success it
+    replaces `out`, on an error it is removed. Stale staging folders of `out` go first."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(final)
+    staging = final.with_name(f".{final.name}.staging{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        yield staging
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def remove_stale_staging(final: Path) -> list[Path]:
+    """Remove the `.<name>.staging<pid>` folders of `final` that no live publish owns; returns
+    those removed."""
+    import psutil
+
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.staging(\d+)")
+    removed = []
+    for folder in final.parent.iterdir() if final.parent.is_dir() else ():
+        found = pattern.fullmatch(folder.name)
+        if found is None:
+            continue
+        pid = int(found[1])
+        try:  # pid reuse: a process that started after the folder was last written is not its owner
+            started = psutil.Process(pid).create_time()
+            live = pid != os.getpid() and started <= folder.stat().st_mtime + 1
+        except (psutil.Error, FileNotFoundError):
+            live = False
+        if not live:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def push_folders(folders: list[Path], repo_id: str, cfg: PublishConfig) -> list[str]:

@@ -8,13 +8,15 @@
 from __future__ import annotations
 
 import fcntl
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from distill.pipeline.errors import DistillError
+from distill.pipeline.errors import DistillError, Interrupted, RunStopped
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -35,8 +37,12 @@ def _quiet_libraries() -> None:
 
 
 def _fail(err: DistillError) -> None:
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(2)
+    """Print `err` (no traceback; for a stopped run, the command that resumes it) and exit."""
+    label = "[bold yellow]stopped:[/]" if isinstance(err, RunStopped) else "[bold red]error:[/]"
+    console.print(f"{label} {escape(str(err))}")
+    if isinstance(err, RunStopped):
+        console.print(f"  resume: distill {escape(shlex.join(sys.argv[1:]))}")
+    raise typer.Exit(err.exit_code)
 
 
 @app.command()
@@ -55,9 +61,14 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
     _quiet_libraries()
     try:
         loaded = load_recipe(recipe, set_)
-        preflight(loaded, recipe.resolve())
+        notes = preflight(loaded, recipe.resolve())
     except DistillError as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _fail(Interrupted("interrupted during the checks, before any stage ran; nothing to keep",
+                          fix="run the same command again"))
+    for note in notes:
+        console.print(f"[yellow]warning:[/] {escape(note)}")
     store = RunStore(run_dir or Path("runs") / loaded.name)
     store.root.mkdir(parents=True, exist_ok=True)
     with open(store.root / ".lock", "w") as lock:
@@ -154,7 +165,14 @@ def show(run_dir: Path = typer.Argument(...), stage: str = typer.Argument(...),
     except DistillError as err:
         _fail(err)
     if columns:
-        frame = frame[[c.strip() for c in columns.split(",")]]
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in frame.columns]
+        if unknown:
+            rows = "rejected" if rejected else "kept"
+            _fail(DistillError(f"--columns: {', '.join(map(repr, unknown))} not among the columns "
+                               f"of {stage}'s {rows} rows in {run_dir}",
+                               fix=f"choose from: {', '.join(map(str, frame.columns))}"))
+        frame = frame[wanted]
     with pd.option_context("display.max_columns", 12, "display.width", 200, "display.max_colwidth", 60):
         console.print(frame.head(limit).to_string())
     console.print(f"({len(frame):,} rows{' rejected' if rejected else ''})")

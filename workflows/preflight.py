@@ -1,18 +1,19 @@
 """Checks before any work: every file, column and model a recipe names exists and fits here.
 
-`preflight(recipe, recipe_path)` raises a RecipeError naming the key and the fix, so a typo in
-a column name stops the run in a second, not after an hour of generation.
+`preflight(recipe, recipe_path) -> warnings` raises a RecipeError naming the key and the fix, so
+a typo in a column name or a hub id stops the run in a second, not after an hour of generation.
+It returns the lines for what it could not check (a hub id while offline and not cached).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from distill.engines.models import check_model_source
+from distill.engines.models import check_hub_model, check_model_source
 from distill.pipeline.errors import RecipeError
 from distill.workflows.recipe import Recipe
 
 
-def preflight(recipe: Recipe, recipe_path: Path | None = None) -> None:
+def preflight(recipe: Recipe, recipe_path: Path | None = None) -> list[str]:
     from distill.data.prompts import check_columns, load_prompts, read_table
     from distill.students.config import validate_for_machine
     from distill.teachers.templates import TEMPLATES
@@ -20,6 +21,10 @@ def preflight(recipe: Recipe, recipe_path: Path | None = None) -> None:
     base = recipe_path.parent if recipe_path else None
     check_model_source(recipe.teacher.model, "teacher.model")
     check_model_source(recipe.train.student, "train.student")
+    hub_models = {"train.student": recipe.train.student}
+    if recipe.teacher.backend != "openai":  # an HTTP teacher's model is the endpoint's own name
+        hub_models["teacher.model"] = recipe.teacher.model
+    notes = [n for f, name in hub_models.items() if (n := check_hub_model(name, f)) is not None]
     for field, name in (("teacher.template", recipe.teacher.template),
                         ("evaluate.template", recipe.evaluate.template)):
         if name not in TEMPLATES:
@@ -34,6 +39,7 @@ def preflight(recipe: Recipe, recipe_path: Path | None = None) -> None:
         check_columns(table, {f"evaluate.benchmarks[{i}].problem_column": spec.problem_column,
                               f"evaluate.benchmarks[{i}].answer_column": spec.answer_column}, spec.source)
     validate_for_machine(recipe.train, has_cuda=cuda_available(recipe.ray.address))
+    return notes
 
 
 def cuda_available(address: str | None = None) -> bool:

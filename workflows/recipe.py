@@ -105,8 +105,21 @@ INCLUDE_KEY = "extends"
 
 
 def _read_mapping(path: Path) -> dict:
+    if path.is_dir():
+        inside = ", ".join(sorted(p.name for p in path.glob("*.yaml"))[:5]) or "none"
+        raise RecipeError(f"{path} is a folder, not a recipe file (YAML files in it: {inside})",
+                          fix="give the path of one YAML recipe; `distill recipes` lists the ones "
+                              "that ship")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+        byte = exc.object[exc.start]
+        raise RecipeError(f"{path}: not UTF-8 text (line {line}, byte {byte:#04x})",
+                          fix="save the recipe as UTF-8 (a YAML recipe is plain text)") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read it ({exc.strerror or exc})",
+                          fix="give a readable YAML recipe file") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}", fix="fix the YAML syntax") from None
     if not isinstance(tree, dict):

@@ -193,23 +193,33 @@ RESULT_COLUMNS = ["request_id", "text", "prompt_tokens", "completion_tokens", "f
 
 
 def normalise_results(batch: pd.DataFrame) -> pd.DataFrame:
-    """Result rows in one schema. Rows whose inference failed bypass postprocess in Ray Data LLM
-    (`should_continue_on_error`), so they arrive with the raw columns: map them here."""
-    batch = batch.copy()
-    if "__inference_error__" in batch.columns:
-        err = batch["__inference_error__"].fillna("").astype(str) != ""
-        if err.any():
-            batch.loc[err, "request_id"] = batch.loc[err, "distill_key"]
-            batch.loc[err, "error"] = batch.loc[err, "__inference_error__"].astype(str)
-            batch.loc[err, "text"] = ""
-            batch.loc[err, "finish_reason"] = "error"
-            batch.loc[err, ["prompt_tokens", "completion_tokens"]] = 0
-    for col in RESULT_COLUMNS:
-        if col not in batch.columns:
-            batch[col] = None
-    out = batch[RESULT_COLUMNS].copy()
-    out["request_id"] = out["request_id"].astype(str)
-    out["prompt_tokens"] = out["prompt_tokens"].fillna(0).astype("int64")
-    out["completion_tokens"] = out["completion_tokens"].fillna(0).astype("int64")
-    out["error"] = out["error"].astype(object).where(out["error"].notna(), None)
-    return out
+    """Result rows in one schema. Rows whose inference failed (a prompt longer than the
+    context, an engine error) bypass postprocess in Ray Data LLM (`should_continue_on_error`)
+    and arrive with the raw columns (their id in `distill_key`): they become rows with `error`
+    set and no text. Built column by column from plain lists: the mixed raw columns of such a
+    batch cannot be sliced as one frame."""
+    n = len(batch)
+
+    def col(name: str) -> list:
+        return batch[name].tolist() if name in batch.columns else [None] * n
+
+    def present(v: object) -> bool:
+        return v is not None and v is not pd.NA and not (isinstance(v, float) and v != v) \
+            and str(v) != ""
+
+    raw_error, ours, theirs = col("__inference_error__"), col("request_id"), col("distill_key")
+    failed = [present(e) for e in raw_error]
+    errors = [str(e) if f else (str(m) if present(m) else None)
+              for f, e, m in zip(failed, raw_error, col("error"))]
+    out = pd.DataFrame({
+        "request_id": [str(k if f else r) for f, k, r in zip(failed, theirs, ours)],
+        "text": ["" if f else (t if isinstance(t, str) else "") for f, t in zip(failed, col("text"))],
+        "prompt_tokens": [0 if f or not present(v) else int(v) for f, v in zip(failed, col("prompt_tokens"))],
+        "completion_tokens": [0 if f or not present(v) else int(v)
+                              for f, v in zip(failed, col("completion_tokens"))],
+        "finish_reason": ["error" if f else r for f, r in zip(failed, col("finish_reason"))],
+        "error": pd.Series(errors, dtype=object),
+    })
+    out["prompt_tokens"] = out["prompt_tokens"].astype("int64")
+    out["completion_tokens"] = out["completion_tokens"].astype("int64")
+    return out[RESULT_COLUMNS]

@@ -40,11 +40,24 @@ def _line(name: str, status: str, m: dict, seconds: float) -> str:
             f"rejected {rejected:>6,}  {seconds:7.1f}s")
 
 
-def _damage(out: StageOutput) -> list[str]:
+def _why_again(stage: Stage, recipe: BaseModel, out: StageOutput,
+               input_digests: dict[str, str]) -> str | None:
+    """Why a finished output (manifest present, same key) must be made again, or None: its
+    files no longer match the manifest, an input was made again since (same key, new content:
+    a damaged or retried stage), or the stage says so (`stale`, e.g. failed requests to retry)."""
     try:
-        return out.damage()
+        problems = out.damage()
+        manifest = out.manifest
     except (OSError, ValueError) as exc:  # an unreadable or cut manifest
-        return [f"{MANIFEST}: unreadable ({exc.__class__.__name__})"]
+        return f"damaged: {MANIFEST} unreadable ({exc.__class__.__name__})"
+    if problems:
+        return f"damaged: {'; '.join(problems[:3])}{' ...' if len(problems) > 3 else ''}"
+    made_from = manifest.get("input_digests", input_digests)
+    changed = sorted(n for n in input_digests if made_from.get(n) != input_digests[n])
+    if changed:
+        return f"its input {', '.join(changed)} was made again since"
+    stale = getattr(stage, "stale", None)
+    return stale(recipe, manifest) if stale else None
 
 
 def _clear_for_rerun(out_dir: Path, keep: tuple[str, ...]) -> None:
@@ -102,23 +115,24 @@ def _run_all(stages: list[Stage], recipe: BaseModel, store: RunStore, keys: dict
         key = digest(payload)
         keys[stage.name] = key
         out_dir = store.stage_dir(stage.name, key)
+        inputs = {n: StageOutput(n, store.stage_dir(n, keys[n])) for n in stage.needs}
+        input_digests = {n: out.content_digest() for n, out in inputs.items()}
         if store.is_done(stage.name, key):
-            problems = _damage(StageOutput(stage.name, out_dir))
-            if not problems:
+            why = _why_again(stage, recipe, StageOutput(stage.name, out_dir), input_digests)
+            if why is None:
                 manifest = StageOutput(stage.name, out_dir).manifest
                 store.record(stage.name, key, recipe.name, payload["inputs"])
                 console.print(_line(stage.name, "skipped", manifest, 0.0), highlight=False)
                 manifests.append(manifest)
                 continue
-            console.print(f"{stage.name:<9} damaged  {'; '.join(problems[:3])}"
-                          f"{' ...' if len(problems) > 3 else ''}: running it again", highlight=False)
+            console.print(f"{stage.name:<9} again    {why}", highlight=False)
             (out_dir / MANIFEST).unlink()
         _clear_for_rerun(out_dir, keep=RESUME_STATE if stage.resumable else ())
         out_dir.mkdir(parents=True, exist_ok=True)
-        inputs = {n: StageOutput(n, store.stage_dir(n, keys[n])) for n in stage.needs}
         started = time.monotonic()
         with stage_progress(console, stage.name) as progress:
-            ctx = StageContext(recipe, store, out_dir, inputs, progress, recipe_path)
+            ctx = StageContext(recipe, store, out_dir, inputs, progress, recipe_path,
+                               config=payload["config"])
             result = stage.run(ctx)
         if result.already_written:
             counts = result.extra.pop("counts")
@@ -127,7 +141,7 @@ def _run_all(stages: list[Stage], recipe: BaseModel, store: RunStore, keys: dict
         seconds = time.monotonic() - started
         manifest = {"files": vouched_files(out_dir),
             "stage": stage.name, "version": stage.version, "key": key,
-            "config": payload["config"], "inputs": payload["inputs"],
+            "config": payload["config"], "inputs": payload["inputs"], "input_digests": input_digests,
             **counts, "seconds": round(seconds, 2), "versions": package_versions(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **result.extra,

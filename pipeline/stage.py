@@ -36,6 +36,7 @@ class StageContext:
     inputs: dict[str, StageOutput]
     progress: Callable[[str, int, int | None], None]  # (description, done, total)
     recipe_path: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # this stage's key payload (resolved)
 
 
 class Stage(Protocol):
@@ -47,3 +48,6 @@ class Stage(Protocol):
     def config(self, recipe: BaseModel) -> dict[str, Any]: ...
 
     def run(self, ctx: StageContext) -> StageResult: ...
+
+    # Optional: `stale(recipe, manifest) -> str | None`, a reason to make a finished output
+    # again although its key matches (e.g. generate retrying failed requests).

@@ -39,9 +39,12 @@ def is_disk_full(exc: BaseException) -> bool:
 def kept(finished: list[str], stage: str, out_dir: Path | None) -> str:
     """'kept: finished stages prompts, generate; generate's 3 finished shards (in DIR)'."""
     parts = [f"finished stages {', '.join(finished)}" if finished else "no finished stage"]
-    for state in RESUME_STATE:
-        folder = out_dir / state if out_dir else None
-        if folder is not None and folder.is_dir():
+    # resume state lives in the stage folder or in the run's cache (cache/<stage>-<settings>/)
+    folders = [] if out_dir is None else [out_dir / s for s in RESUME_STATE] + [
+        d / s for d in sorted((out_dir.parent / "cache").glob(f"{stage}-*")) for s in RESUME_STATE]
+    for folder in folders:
+        state = folder.name
+        if folder.is_dir():
             n = sum(1 for p in folder.iterdir() if not p.name.startswith("."))
             if n:
                 what = state if n > 1 else state[:-1]

@@ -98,6 +98,14 @@ class StageOutput:
     def artefact(self, name: str) -> Path:
         return self.path / name
 
+    def content_digest(self) -> str:
+        """A digest of what this output holds (the manifest's file checksums; the key for a
+        manifest without them): readers record it and run again when it changes."""
+        from distill.pipeline.keys import digest
+
+        m = self.manifest
+        return digest(m["files"]) if "files" in m else m["key"]
+
     def damage(self) -> list[str]:
         """What no longer matches the manifest's checksums (missing, cut, changed or unexpected
         files); empty when the stage's output is whole. Manifests without checksums pass."""

@@ -63,5 +63,8 @@ class TeacherConfig(BaseModel):
     shard_rows: int = Field(256, ge=1, description="Rows per written shard (resume granularity).",
                             json_schema_extra=RUNTIME)
     endpoint: HttpEndpointConfig = Field(default_factory=HttpEndpointConfig)
+    retry_errors: bool = Field(False, description=(
+        "Ask again for requests that failed (teacher_error rows) on the next run; "
+        "`distill run --retry-errors` sets it."), json_schema_extra=RUNTIME)
     cost_per_million_input: float = Field(0.0, ge=0, description="Price per 1M prompt tokens (cost column).")
     cost_per_million_output: float = Field(0.0, ge=0, description="Price per 1M completion tokens.")

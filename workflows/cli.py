@@ -48,7 +48,9 @@ def _fail(err: DistillError) -> None:
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recipes`)."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory; default runs/<recipe name>."),
-        set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set train.epochs=2.")) -> None:
+        set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set train.epochs=2."),
+        retry_errors: bool = typer.Option(False, "--retry-errors", help=(
+            "Ask the teacher again for the requests that failed (teacher_error rows)."))) -> None:
     """Run the workflow; stages already done for the same settings are skipped."""
     from distill.pipeline.runner import run_stages
     from distill.pipeline.store import RunStore
@@ -60,7 +62,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
 
     _quiet_libraries()
     try:
-        loaded = load_recipe(recipe, set_)
+        loaded = load_recipe(recipe, [*set_, *(["teacher.retry_errors=true"] if retry_errors else [])])
         notes = preflight(loaded, recipe.resolve())
     except DistillError as err:
         _fail(err)

@@ -85,7 +85,7 @@ def test_a_damaged_finished_stage_runs_again_and_its_readers_do_not(done, damage
     else:
         (make.path / "manifest.json").write_text('{"key": ')
     log = _run(done)
-    assert "make      damaged" in log and "running it again" in log
+    assert "make      again    damaged" in log
     assert MakeRows.calls == 2 and Resumable.calls == 1  # same key downstream: still done
     pd.testing.assert_frame_equal(open_run(done).stage("make").to_pandas(), before)
 
@@ -95,7 +95,20 @@ def test_a_damaged_resumable_stage_keeps_its_resume_state(done):
     next((use.path / "data").glob("*.parquet")).write_bytes(b"PAR1 cut")
     (use.path / "stray.txt").write_text("left by a crash")
     log = _run(done)
-    assert "use       damaged" in log
+    assert "use       again    damaged" in log
     assert (use.path / "checkpoints" / "step-1").exists()      # resume state survives
     assert not (use.path / "stray.txt").exists()                 # other debris does not
     assert open_run(done).stage("use").damage() == []
+
+
+def test_a_stage_made_again_with_new_content_makes_its_readers_run_again(done, monkeypatch):
+    """Same keys, new content (a stage's `stale` asked for a re-run, e.g. retried failures):
+    the readers see their input's content changed and run again; unchanged content would not."""
+    monkeypatch.setattr(MakeRows, "stale", lambda self, recipe, manifest: "retrying", raising=False)
+    monkeypatch.setattr(MakeRows, "run", lambda self, ctx: StageResult(
+        rows=pd.DataFrame({"x": [7, 8]}), rows_in=2))
+    log = _run(done)
+    assert "make      again    retrying" in log
+    assert "use       again    its input make was made again since" in log
+    assert Resumable.calls == 2
+    assert open_run(done).stage("use").to_pandas()["y"].tolist() == [70, 80]

@@ -59,7 +59,7 @@ def test_show_with_an_unknown_column_lists_the_columns(tmp_path):
 
 def _first_shard(run_dir, proc, timeout: float = 180):
     deadline = time.monotonic() + timeout
-    while not list(run_dir.glob("generate-*/shards/shard-*.parquet")):
+    while not list(run_dir.glob("cache/generate-*/shards/shard-*.parquet")):
         assert proc.poll() is None, proc.communicate()[0]
         assert time.monotonic() < deadline, "no shard was written"
         time.sleep(0.05)

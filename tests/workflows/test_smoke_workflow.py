@@ -131,7 +131,7 @@ def test_changed_curate_setting_reruns_from_curate(smoke_run, distill_home):
                       "train": "ran", "evaluate": "ran", "publish": "ran"}
     run = open_run(work / "run")
     assert run.stage("generate").manifest["finished_at"] == before
-    assert run.stage("curate").manifest["config"]["filters"]["too_short"]["min_tokens"] == 5
+    assert run.stage("curate").manifest["config"]["curate"]["filters"]["too_short"]["min_tokens"] == 5
 
 
 def test_kill_during_generate_then_resume(tmp_path, distill_home):
@@ -147,7 +147,7 @@ def test_kill_during_generate_then_resume(tmp_path, distill_home):
     shards: list[Path] = []
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            shards = [p for p in run_dir.glob("generate-*/shards/*.parquet") if not p.name.startswith(".")]
+            shards = [p for p in run_dir.glob("cache/generate-*/shards/*.parquet") if not p.name.startswith(".")]
             if shards:
                 break
             time.sleep(0.05)
@@ -159,8 +159,8 @@ def test_kill_during_generate_then_resume(tmp_path, distill_home):
     run_cli(args, home=distill_home, cwd=tmp_path)
     gen = open_run(run_dir).stage("generate")
     m = gen.manifest
-    assert 0 < m["resumed_rows"] < 320
-    assert m["resumed_rows"] + m["generated_rows"] == 320
+    assert 0 < m["cached_rows"] < 320
+    assert m["cached_rows"] + m["generated_rows"] == 320
     traces = gen.to_pandas()
     assert len(traces) == 320
     assert not traces[["prompt_id", "sample_index"]].duplicated().any()

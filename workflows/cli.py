@@ -45,9 +45,29 @@ def _fail(err: DistillError) -> None:
     raise typer.Exit(err.exit_code)
 
 
+def choose_run_dir(name: str, given: Path | None) -> Path:
+    """--run-dir, else `$DISTILL_RUNS_DIR/<name>`, else `runs/<name>`. Inside a Ray job a run
+    directory relative to the job's working directory is refused: that directory is a temporary
+    copy that Ray deletes after the job, and the run would go with it."""
+    import os
+
+    if given is None and os.environ.get("DISTILL_RUNS_DIR"):
+        given = Path(os.environ["DISTILL_RUNS_DIR"]) / name
+    in_job = bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))  # set by `ray job submit`
+    if in_job and (given is None or not given.is_absolute()):
+        raise DistillError(
+            f"this `distill run` is a Ray job and its run directory "
+            f"({given or Path('runs') / name}) would be inside the job's working directory: a "
+            "temporary copy that Ray deletes after the job, and the run would be lost with it",
+            fix="pass --run-dir on storage every node sees (e.g. --run-dir /shared/runs/NAME), or "
+                "set DISTILL_RUNS_DIR for the job (--runtime-env-json '{\"env_vars\": "
+                "{\"DISTILL_RUNS_DIR\": \"/shared/runs\"}}')")
+    return given or Path("runs") / name
+
+
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recipes`)."),
-        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory; default runs/<recipe name>."),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (on storage every node sees); default $DISTILL_RUNS_DIR/<recipe name>, else runs/<recipe name>."),
         set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set train.epochs=2."),
         retry_errors: bool = typer.Option(False, "--retry-errors", help=(
             "Ask the teacher again for the requests that failed (teacher_error rows)."))) -> None:
@@ -71,7 +91,10 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
                           fix="run the same command again"))
     for note in notes:
         console.print(f"[yellow]warning:[/] {escape(note)}")
-    store = RunStore(run_dir or Path("runs") / loaded.name)
+    try:
+        store = RunStore(choose_run_dir(loaded.name, run_dir))
+    except DistillError as err:
+        _fail(err)
     store.root.mkdir(parents=True, exist_ok=True)
     with open(store.root / ".lock", "w") as lock:
         try:

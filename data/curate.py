@@ -2,7 +2,7 @@
 
 Rules run in this order, each only over rows that survived the ones before (so a duplicate is
 never flagged against a row that was itself rejected):
-1. parse (`<think>` split, final answer)      data.parsing
+1. parse (`<think>` split, final answer)      data.parsing   -> "parse_timeout"
 2. verify (math-verify / code tests / judge)  data.verify -> `correct`
 3. the R1 rejection rules                      data.filters (truncated, wrong_answer, ...)
 4. decontamination against benchmarks          data.decontam  -> "contaminated"
@@ -43,6 +43,9 @@ class ParseConfig(BaseModel):
     answer_fallback: bool = Field(False, description="Where no final answer is extracted (no box, "
                                   "no 'Final answer:'), verify the whole answer text (math-verify "
                                   "takes its last expression), as lighteval does for plain models.")
+    timeout_s: float = Field(2.0, gt=0, description="Seconds allowed to parse one row (parsing "
+                             "is linear; this bounds a pathological text): a row past it is "
+                             "rejected as parse_timeout and curation goes on.")
 
 
 def _prompt_dedupe() -> DedupeConfig:
@@ -156,7 +159,8 @@ def curate(traces: pd.DataFrame, cfg: CurateConfig, *,
     reasoning = "reasoning" if "reasoning" in traces and traces["reasoning"].notna().any() else None
     rows = parse_frame(traces.drop(columns=["reasoning"]) if reasoning is None and "reasoning" in traces
                        else traces, text_column="text", reasoning_column=reasoning,
-                       think_required=cfg.parse.think_required)
+                       think_required=cfg.parse.think_required, timeout_s=cfg.parse.timeout_s)
+    parse_reasons = rows.pop("parse_error")
     if cfg.parse.answer_fallback:
         missing = rows["final_answer"].isna()
         rows.loc[missing, "final_answer"] = rows.loc[missing, "answer_text"].where(
@@ -165,7 +169,8 @@ def curate(traces: pd.DataFrame, cfg: CurateConfig, *,
     lap("parse")
     rows["correct"] = verify_frame(rows, cfg.verify, judge=judge)
     lap("verify")
-    reasons = apply_filters(rows.assign(prompt=rows["problem"]), cfg.filters).astype(object)
+    reasons = combine_reasons(parse_reasons,
+                              apply_filters(rows.assign(prompt=rows["problem"]), cfg.filters))
     lap("filters")
     if cfg.decontam.enabled:
         reasons = combine_reasons(reasons, flag_contaminated(rows, cfg.decontam, column="problem"))

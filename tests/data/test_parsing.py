@@ -123,3 +123,49 @@ def test_real_r1_distill_traces():
     assert (done["reasoning"] == done["reasoning_trace"].str.strip()).all()
     assert (done["answer_text"] == done["source_answer"].str.strip()).all()
     assert (done["final_answer"] == done["extracted_answer"]).all()
+
+
+LOOPING = {  # what a looping teacher writes: each took seconds to minutes when parsing was quadratic
+    "unclosed boxes": "<think>x</think>" + "\\boxed{" * 50_000,              # 350 KB
+    "nested boxes": "</think>" + "\\boxed{" * 25_000 + "}" * 25_000,
+    "a blank run in a final-answer line": "</think>The final answer is x" + " " * 350_000 + "y",
+    "escapes": "</think>\\boxed{" + "\\" * 350_000,
+}
+
+
+@pytest.mark.parametrize("name", LOOPING)
+def test_pathological_texts_parse_in_linear_time(name):
+    import time
+
+    start = time.perf_counter()
+    parse_trace(LOOPING[name])
+    assert time.perf_counter() - start < 1.0  # about 0.05 s here; quadratic took minutes
+
+
+def test_a_box_after_unclosed_ones_and_before_them():
+    assert extract_final_answer("\\boxed{3} and " + "\\boxed{" * 1000) == "3"
+    assert extract_final_answer("\\boxed{" * 1000 + "\\boxed{4}") == "4"
+    assert extract_final_answer("\\boxed{\\boxed{}} x") == "\\boxed{}"
+
+
+def test_a_row_over_its_parse_budget_is_rejected_and_curation_goes_on():
+    from distill.data.curate import CurateConfig, curate
+    from distill.data.parsing import ParseTimeout
+
+    with pytest.raises(ParseTimeout):
+        parse_trace("</think>\\boxed{1}", budget_s=0)
+    huge = "<think>r</think>" + "\\boxed{" * 1_000_000  # 7 MB: about 1 s to parse in full
+    rows = pd.DataFrame({"prompt_id": ["a", "b"], "problem": ["1+1?", "2+2?"],
+                         "reference": ["2", "4"],
+                         "text": ["<think>r</think>\\boxed{2}", huge]})
+    cfg = CurateConfig.model_validate({"parse": {"timeout_s": 0.05}, "verify": {"method": "none"},
+                                       "filters": {"wrong_answer": {"enabled": False},
+                                                   "too_short": {"min_tokens": 1}}})
+    out = curate(rows, cfg)
+    assert out["reject_reason"].tolist() == [None, "parse_timeout"] and out["keep"].tolist() == [
+        True, False]
+    assert (out.loc[1, "final_answer"], out.loc[1, "answer_text"]) == (None, "")
+    assert "parse_error" not in out
+    framed = parse_frame(rows, timeout_s=0.05)
+    assert framed["parse_error"].tolist() == [None, "parse_timeout"]
+    assert "parse_error" not in parse_frame(rows)  # no budget: no column

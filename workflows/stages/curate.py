@@ -8,7 +8,7 @@ from distill.workflows.recipe import Recipe
 
 class CurateStage:
     name = "curate"
-    version = "2"
+    version = "3"  # 3: parse_timeout (a per-row parse budget)
     needs = ("generate",)
     resumable = False
 

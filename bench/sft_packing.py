@@ -33,8 +33,9 @@ import numpy as np
 
 def build_model(folder: Path, vocab: int = 2048) -> None:
     import torch
-    from distill.engines.tiny import build_tokenizer
     from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from distill.engines.tiny import build_tokenizer
 
     tok = build_tokenizer(0)
     config = LlamaConfig(vocab_size=vocab, hidden_size=256, intermediate_size=688,
@@ -60,13 +61,14 @@ def make_data(n: int, median: int, seed: int) -> list[dict]:
 
 def leak_check(folder: Path, data: list[dict], budget: int) -> float:
     import torch
+    from transformers import AutoModelForCausalLM
+
     from distill.students.packing import (
         collate,
         pack_rows,
         prepare_for_packing,
         register_varlen_attention,
     )
-    from transformers import AutoModelForCausalLM
 
     register_varlen_attention()
     model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa_varlen")
@@ -94,9 +96,10 @@ class Arm:
         import random
 
         import torch
+
         from distill.students.config import TrainConfig
+        from distill.students.loading import load_model, load_tokenizer
         from distill.students.packing import plan_batches
-        from distill.students.sft import load_model, load_tokenizer
 
         over = dict(ARMS[name])
         if over["batching"] == "padded":

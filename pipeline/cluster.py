@@ -33,7 +33,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         if address:
             ray.init(address=address, log_to_driver=verbose())
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=verbose(),
+            # "local": always our own Ray here; a `ray start` left on this machine (or its stale
+            # /tmp/ray/ray_current_cluster) is joined only when asked (RAY_ADDRESS=auto)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     log_to_driver=verbose(),
                      configure_logging=verbose(), logging_level="INFO" if verbose() else "WARNING")
     import logging
 

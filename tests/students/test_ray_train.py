@@ -6,19 +6,21 @@ from pathlib import Path
 
 import pytest
 import ray
+from pydantic import ValidationError
+from transformers import AutoModelForCausalLM
+
 from distill.pipeline.errors import RecipeError
 from distill.students.chat import build_examples
 from distill.students.config import TrainConfig, validate_for_machine
+from distill.students.loading import load_tokenizer
 from distill.students.packing import plan_batches
 from distill.students.ray_train import deepspeed_zero3_config, scaling_config, strategy_args
-from distill.students.sft import load_tokenizer, train_student, training_args
-from pydantic import ValidationError
-from transformers import AutoModelForCausalLM
+from distill.students.sft import train_student, training_args
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-
 import os
 import signal
 import subprocess
@@ -14,12 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from distill.pipeline.errors import DistillError, RecipeError
-from distill.students.config import TrainConfig, validate_for_machine
-from distill.students.sft import last_checkpoint, train_student
 from peft import PeftModel
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from distill.pipeline.errors import DistillError, RecipeError
+from distill.students.checkpoints import last_checkpoint
+from distill.students.config import TrainConfig, validate_for_machine
+from distill.students.sft import train_student
 
 ROOT = Path(__file__).resolve().parents[2]
 

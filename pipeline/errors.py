@@ -3,13 +3,16 @@ from __future__ import annotations
 
 
 class DistillError(Exception):
-    """A user-facing error. The CLI prints its message (no traceback) and exits with `exit_code`."""
+    """A user-facing error. The CLI prints its message (no traceback) and exits with `exit_code`;
+    configured secrets are masked in it."""
 
     exit_code = 2
 
     def __init__(self, message: str, *, fix: str | None = None):
-        self.fix = fix
-        super().__init__(f"{message}\n  fix: {fix}" if fix else message)
+        from distill.pipeline.secrets import redact  # no secret is ever printed (pipeline.secrets)
+
+        self.fix = redact(fix) if fix else fix
+        super().__init__(redact(f"{message}\n  fix: {fix}" if fix else message))
 
 
 class RecipeError(DistillError):

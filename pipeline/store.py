@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.pipeline.errors import DistillError
+from distill.pipeline.secrets import redact, redact_frame
 
 MANIFEST = "manifest.json"
 RESUME_STATE = ("checkpoints", "shards")  # folders a stage resumes from; checked by the stage
@@ -47,17 +48,18 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write `obj` as JSON, atomically, with secrets masked (pipeline.secrets)."""
+    write_atomic(path, redact(json.dumps(obj, indent=2, sort_keys=True, default=str)) + "\n")
 
 
 def write_parquet(df: "pd.DataFrame", path: Path) -> None:  # noqa: F821
-    """Write a DataFrame as one Parquet file, atomically."""
+    """Write a DataFrame as one Parquet file, atomically, with secrets masked in its text."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    pq.write_table(pa.Table.from_pandas(redact_frame(df), preserve_index=False), tmp)
     os.replace(tmp, path)
 
 

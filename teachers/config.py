@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from distill.engines.sampling import SamplingConfig
 from distill.pipeline.keys import RUNTIME, fingerprint
+from distill.pipeline.secrets import add_secret, looks_like_env_name, watch_env
 
 
 class HttpEndpointConfig(BaseModel):
@@ -23,6 +24,20 @@ class HttpEndpointConfig(BaseModel):
                              json_schema_extra=RUNTIME)
     concurrency: int = Field(8, ge=1, description="Requests in flight at once.",
                              json_schema_extra=RUNTIME)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_name_not_a_key(cls, name: str) -> str:
+        """The key's variable becomes a secret (pipeline.secrets); a key written here instead of
+        a name is refused without being shown."""
+        if looks_like_env_name(name):
+            watch_env(name)
+            return name
+        add_secret(name)
+        raise ValueError("this must be the NAME of the environment variable that holds the key; "
+                         "what is here is not a variable name and may be the key itself (not "
+                         "shown): put the key in a variable (export DEEPSEEK_API_KEY=...) and "
+                         "write its name here")
 
 
 class WorkedExample(BaseModel):

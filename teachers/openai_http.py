@@ -20,6 +20,8 @@ concurrency):
 - 401/403 (key), 402 (balance) and 404 (base_url or model) concern every row, so they raise a
   DistillError with the fix instead of failing each row; rows finished before are yielded first.
 - The key is read from the variable named by `api_key_env`; unset means no Authorization header.
+  It is never stored or shown: a server that echoes it (in an error body, or even an answer)
+  gets it masked in every field of the row and in errors, before any text is shortened.
 - Sampling: model, messages, temperature, top_p, max_tokens, stop (when given), n=1 and a seed
   per request derived from (recipe seed, request_id), so the k samples of a prompt differ and a
   re-run asks for the same ones.
@@ -45,6 +47,7 @@ import pandas as pd
 
 from distill.engines.sampling import request_seed
 from distill.pipeline.errors import DistillError
+from distill.pipeline.secrets import redact, watch_env
 from distill.teachers.config import TeacherConfig
 
 RESULT_COLUMNS = ["request_id", "text", "reasoning", "prompt_tokens", "completion_tokens",
@@ -111,7 +114,7 @@ def _server_message(resp: Any) -> str:
         msg = err.get("message", err) if isinstance(err, dict) else err
     except ValueError:
         msg = resp.text
-    return " ".join(str(msg).split())[:300] or "(empty body)"
+    return redact(" ".join(str(msg).split()))[:300] or "(empty body)"
 
 
 def _retry_after(resp: Any) -> float | None:
@@ -126,10 +129,11 @@ def parse_completion(body: bytes) -> dict:
     try:
         data = json.loads(body)
     except ValueError:
-        raise _Malformed(f"not JSON: {body[:80]!r}") from None
+        shown = redact(body.decode("utf-8", "replace")).encode()[:80]
+        raise _Malformed(f"not JSON: {shown!r}") from None
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise _Malformed(f"no choices in {json.dumps(data)[:120]}")
+        raise _Malformed(f"no choices in {redact(json.dumps(data))[:120]}")
     message = choices[0].get("message")
     if not isinstance(message, dict):
         raise _Malformed("choices[0] has no message")
@@ -169,6 +173,7 @@ class HttpTeacher:
         self.endpoint = cfg.endpoint
         self.url = cfg.endpoint.base_url.rstrip("/") + "/chat/completions"
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        watch_env(cfg.endpoint.api_key_env)
 
     def headers(self) -> dict[str, str]:
         key = os.environ.get(self.endpoint.api_key_env, "")
@@ -239,6 +244,11 @@ class HttpTeacher:
             await asyncio.gather(*(worker() for _ in range(n)))
 
     async def _one(self, client: Any, request_id: str, messages: Any) -> dict:
+        """One request's row, secrets masked in its text fields."""
+        row = await self._attempts(client, request_id, messages)
+        return {k: redact(v) if isinstance(v, str) else v for k, v in row.items()}
+
+    async def _attempts(self, client: Any, request_id: str, messages: Any) -> dict:
         """One request with retries; always a row, except for fatal (every-row) errors."""
         body = self.payload(request_id, messages)
         attempts = self.endpoint.max_retries + 1
@@ -255,7 +265,7 @@ class HttpTeacher:
             except DistillError:
                 raise
             except Exception as exc:  # noqa: BLE001  (a client-side surprise must not lose other rows)
-                error = f"client error: {type(exc).__name__}: {exc}"[:300]
+                error = redact(f"client error: {type(exc).__name__}: {exc}")[:300]
                 return {"request_id": request_id, **_failed(error)}
             if attempt + 1 < attempts:
                 await asyncio.sleep(self._delay(attempt, last.wait_s))

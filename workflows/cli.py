@@ -15,13 +15,26 @@ from typing import Optional
 
 import typer
 from distill.pipeline.errors import DistillError, Interrupted, RunStopped
+from distill.pipeline.secrets import RedactedStream, redacted_traceback
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Distil a reasoning teacher into small students, stage by stage, resumably.")
-console = Console(highlight=False)
+
+class _Typer(typer.Typer):
+    """Uncaught errors print Python's traceback with secrets masked, and exit 1."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            sys.stderr.write(redacted_traceback(exc))
+            raise SystemExit(1) from None
+
+
+app = _Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+             help="Distil a reasoning teacher into small students, stage by stage, resumably.")
+console = Console(highlight=False, file=RedactedStream())  # no secret is ever printed
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 

@@ -23,6 +23,9 @@ first rule whose key occurs in the last user message (else `default`):
 - `jitter_s`: waits a random time up to jitter_s first, so requests finish out of order, as on a
   loaded server.
 - `api_key`: requests without `Authorization: Bearer <api_key>` get 401.
+- `echo_credentials=True`: every error body (401, mode "status", `fail_first` statuses) repeats
+  the request's Authorization header, as careless servers and proxies do; mode "echo" answers 200
+  with that header inside the reasoning and the answer.
 - `seeded=True`: like vLLM with per-request seeds, the answer depends on the request's `seed`
   (one of three wordings of the reasoning, `answer_for(..., seed=)`): the same seed gives the
   same answer, other seeds may differ. Off by default: the answer depends on the prompt only.
@@ -141,6 +144,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
+    def do_GET(self) -> None:  # no GET route (a hub client's whoami, /v1/models): 404
+        self._json(404, {"error": {"message": f"Not found: {self.path}"}})
+
     def do_POST(self) -> None:
         owner = self.server.owner
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -180,6 +186,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"id": "chatcmpl-test", "object": "chat.completion"})
         if b.mode == "status":
             return self._json(b.status, {"error": {"message": b.message, "type": "invalid_request_error"}})
+        if b.mode == "echo":
+            out = completion(body, "answer", seeded=owner.seeded)
+            message = out["choices"][0]["message"]
+            said = f"You sent {self.headers.get('Authorization')}."
+            message["content"] = message["content"].replace("<think>\n", f"<think>\n{said} ") + said
+            return self._json(200, out)
         self._json(200, completion(body, b.mode, seeded=owner.seeded))
 
     def _fail(self, b: Behaviour, body: dict) -> None:
@@ -204,6 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(json.dumps(completion(body, "answer", seeded=owner.seeded)).encode())
 
     def _json(self, status: int, obj: dict, headers: dict | None = None) -> None:
+        if status >= 400 and self.server.owner.echo_credentials:
+            obj["error"]["message"] += f" (request had Authorization: {self.headers.get('Authorization')})"
         self._send(status, json.dumps(obj).encode(), "application/json", headers)
 
     def _send(self, status: int, data: bytes, ctype: str, headers: dict | None = None) -> None:
@@ -225,8 +239,9 @@ class ChatServer:
     """The server; `start()`/`stop()` or use it as a context manager."""
 
     def __init__(self, default: Behaviour | None = None, rules: dict[str, Behaviour] | None = None,
-                 api_key: str | None = None, seeded: bool = False):
+                 api_key: str | None = None, seeded: bool = False, echo_credentials: bool = False):
         self.default = default or Behaviour()
+        self.echo_credentials = echo_credentials
         self.seeded = seeded
         self.rules = rules or {}
         self.api_key = api_key

@@ -46,6 +46,8 @@ class EvalConfig(BaseModel):
     sampling: SamplingConfig = Field(default_factory=r1_sampling, description="Sampling (n is ignored).")
     template: str = Field("r1_math", description="Prompt template (teachers.templates).")
     compare_base: bool = Field(True, description="Also evaluate the student's base model.")
+    compare_sft: bool = Field(True, description="With on-policy distillation on: also evaluate "
+                              "the SFT-only student (paired against it).")
     engine: dict = Field(default_factory=dict, description="vLLM engine arguments for evaluation.", json_schema_extra=fingerprint("engine_args"))
     batch_size: int = Field(32, ge=1, description="Rows per engine batch.", json_schema_extra=RUNTIME)
     concurrency: int = Field(1, ge=1, description="Engine replicas per model.", json_schema_extra=RUNTIME)
@@ -131,7 +133,8 @@ def evaluate_models(models: dict[str, str], cfg: EvalConfig, seed: int, *, base_
                     progress: Callable[[str, int, int | None], None] | None = None
                     ) -> tuple[pd.DataFrame, dict]:
     """Answer rows for every model, and the summary: results[model][benchmark] = summarise(...),
-    paired[benchmark] = student minus base (when both ran), protocol = the rules used."""
+    paired[benchmark] = student minus base, paired_sft[benchmark] = student minus sft (each when
+    both ran), protocol = the rules used."""
     from distill.evaluation.metrics import compare_models, summarise
 
     requests = benchmark_requests(cfg, base_dir)
@@ -145,4 +148,5 @@ def evaluate_models(models: dict[str, str], cfg: EvalConfig, seed: int, *, base_
         results[label] = {b: summarise(g) for b, g in rows.groupby("benchmark")}
     rows = pd.concat(all_rows, ignore_index=True)
     return rows, {"results": results, "paired": compare_models(rows, "student", "base"),
+                  "paired_sft": compare_models(rows, "student", "sft"),
                   "protocol": protocol_summary(rules)}

@@ -3,8 +3,9 @@ when `cfg.num_workers > 1`.
 
     TorchTrainer(_train_loop, scaling_config=scaling_config(cfg, use_gpu=False), ...)
 
-Every worker runs students.sft.run_training: Ray Train's TorchTrainer sets up torch.distributed
-(gloo on CPU, NCCL on GPU) and the RANK/WORLD_SIZE env that transformers' Trainer reads, so the
+Every worker runs students.sft.run_training (or the `run` function given, e.g. an on-policy
+round): Ray Train's TorchTrainer sets up torch.distributed (gloo on CPU, NCCL on GPU) and the
+RANK/WORLD_SIZE env that transformers' Trainer reads, so the
 Trainer runs data parallel (each worker takes every num_workers-th planned batch), or sharded with
 `strategy: fsdp` (FSDP2 through accelerate) / `deepspeed_zero3` (a ZeRO-3 config through
 TrainingArguments(deepspeed=...)); those two are for GPU clusters, so here they are built and
@@ -86,17 +87,20 @@ def strategy_args(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train_loop(config: dict) -> None:
+    import importlib
+
     import ray
     import ray.train
-    from distill.students.sft import run_training
 
+    module, name = config["run"].split(":")
+    run = getattr(importlib.import_module(module), name)
     cfg = TrainConfig.model_validate(config["cfg"])
     data = ray.get(config["data"])
     queue = config["queue"]
     rank = ray.train.get_context().get_world_rank()
     progress = queue.put if rank == 0 else None
-    metrics = run_training(data, cfg, Path(config["out_dir"]), progress=progress,
-                           extra_args=strategy_args(cfg))
+    metrics = run(data, cfg, Path(config["out_dir"]), progress=progress,
+                  extra_args=strategy_args(cfg), **config["run_kwargs"])
     metrics["world_size"] = ray.train.get_context().get_world_size()
     if rank == 0:  # Train V2 keeps reported metrics only with checkpoints: send them ourselves
         queue.put({_FINAL: metrics})
@@ -122,8 +126,11 @@ def _drain(queue, progress: Callable[[dict], None] | None, stop: threading.Event
 
 def train_with_ray(data: list[dict], cfg: TrainConfig, out_dir: Path, *,
                    progress: Callable[[dict], None] | None = None,
-                   use_gpu: bool | None = None) -> dict[str, Any]:
-    """Train on `cfg.num_workers` Ray Train workers; returns rank 0's metrics."""
+                   use_gpu: bool | None = None, run: str = "distill.students.sft:run_training",
+                   run_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train on `cfg.num_workers` Ray Train workers; returns rank 0's metrics. Each worker calls
+    `run` ("module:function", SFT's run_training by default; on-policy rounds pass theirs) with
+    (data, cfg, out_dir, progress=, extra_args=, **run_kwargs)."""
     import ray
     from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
@@ -136,7 +143,7 @@ def train_with_ray(data: list[dict], cfg: TrainConfig, out_dir: Path, *,
     out_dir = Path(out_dir).resolve()
     queue = Queue(actor_options={"num_cpus": 0})
     config = {"cfg": cfg.model_dump(), "data": ray.put(data), "queue": queue,
-              "out_dir": str(out_dir)}
+              "out_dir": str(out_dir), "run": run, "run_kwargs": run_kwargs or {}}
     trainer = TorchTrainer(
         _train_loop, train_loop_config=config,
         scaling_config=scaling_config(cfg, use_gpu=use_gpu),

@@ -123,6 +123,10 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
             _fail(err)
     files = write_report(store)
     _print_results(eval_summary(store))
+    from distill.workflows.stages.onpolicy import summary_lines
+
+    for line in summary_lines(store):
+        console.print(line, markup=False)
     console.print(f"report: {', '.join(str(f) for f in files)}")
     if "publish" in store.stage_names():
         info = store.stage("publish").manifest.get("published")

@@ -1,4 +1,5 @@
-"""The distillation workflow: prompts -> generate -> curate -> train -> evaluate -> publish.
+"""The distillation workflow: prompts -> generate -> curate -> train -> [onpolicy] -> evaluate
+-> publish (onpolicy only when the recipe has an `onpolicy:` section).
 
     distill run workflows/recipes/quickstart.yaml
 
@@ -10,8 +11,10 @@ from __future__ import annotations
 from distill.workflows.stages.curate import CurateStage
 from distill.workflows.stages.evaluate import EvaluateStage
 from distill.workflows.stages.generate import GenerateStage
+from distill.workflows.stages.onpolicy import OnPolicyStage
 from distill.workflows.stages.prompts import PromptsStage
 from distill.workflows.stages.publish import PublishStage
 from distill.workflows.stages.train import TrainStage
 
-STAGES = [PromptsStage(), GenerateStage(), CurateStage(), TrainStage(), EvaluateStage(), PublishStage()]
+STAGES = [PromptsStage(), GenerateStage(), CurateStage(), TrainStage(), OnPolicyStage(),
+          EvaluateStage(), PublishStage()]

@@ -24,6 +24,11 @@ def preflight(recipe: Recipe, recipe_path: Path | None = None) -> list[str]:
     hub_models = {"train.student": recipe.train.student}
     if recipe.teacher.backend != "openai":  # an HTTP teacher's model is the endpoint's own name
         hub_models["teacher.model"] = recipe.teacher.model
+    if recipe.onpolicy is not None:
+        from distill.workflows.stages.onpolicy import teacher_model
+
+        check_model_source(teacher_model(recipe), "onpolicy.teacher")
+        hub_models["onpolicy.teacher"] = teacher_model(recipe)
     notes = [n for f, name in hub_models.items() if (n := check_hub_model(name, f)) is not None]
     for field, name in (("teacher.template", recipe.teacher.template),
                         ("evaluate.template", recipe.evaluate.template)):

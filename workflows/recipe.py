@@ -2,7 +2,8 @@
 
 A recipe is plain YAML validated by pydantic models that forbid unknown keys, so a typo stops the
 run before any work with the key's path and the nearest valid name. Sections: prompts, teacher,
-curate, train, evaluate, publish. `--set a.b=value` overrides parse `value` as YAML.
+curate, train, onpolicy (optional), evaluate, publish. `--set a.b=value` overrides parse `value`
+as YAML.
 
 Includes: a top-level `extends: _base.yaml` (a path relative to the including file; chains
 allowed) loads that file first and deep-merges this one over it: mappings merge key by key,
@@ -23,6 +24,7 @@ from distill.evaluation.evaluate import EvalConfig
 from distill.pipeline.errors import RecipeError
 from distill.pipeline.keys import RUNTIME, fingerprint
 from distill.students.config import TrainConfig
+from distill.students.onpolicy_config import OnPolicyConfig
 from distill.students.publish import PublishConfig
 from distill.teachers.config import TeacherConfig
 
@@ -62,6 +64,8 @@ class Recipe(BaseModel):
     teacher: TeacherConfig
     curate: CurateConfig = Field(default_factory=CurateConfig)
     train: TrainConfig
+    onpolicy: OnPolicyConfig | None = Field(None, description=(
+        "On-policy distillation after SFT (the onpolicy stage); null: off."))
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
 

@@ -163,6 +163,10 @@ SPECIAL = {
     ("train", "strategy"): ({("train", "num_workers"): 2}, "fsdp"),
     ("train", "max_length"): ({}, 128),
     ("train", "per_device_batch_tokens"): ({}, 2048),
+    ("onpolicy", "teacher"): ({}, "tiny-qwen2"),
+    ("onpolicy", "backend"): ({("onpolicy", "estimator"): "sampled"}, "vllm"),
+    ("onpolicy", "num_workers"): ({("onpolicy", "backend"): "vllm",
+                                   ("onpolicy", "estimator"): "sampled"}, 2),
 }
 
 
@@ -292,4 +296,5 @@ def test_edited_benchmark_and_decontamination_files_change_their_stages(walk_env
         k2 = _keys(tree, res)
     finally:
         extra.write_text(saved)
-    assert {n for n in k1 if k1[n] != k2[n]} == {"curate", "train", "evaluate", "publish"}
+    assert {n for n in k1 if k1[n] != k2[n]} == {"curate", "train", "onpolicy", "evaluate",
+                                                 "publish"}

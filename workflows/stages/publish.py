@@ -12,7 +12,7 @@ from distill.workflows.recipe import Recipe
 class PublishStage:
     name = "publish"
     version = "2"  # 2: lineage and model card carry the paired comparison and the eval rules
-    needs = ("prompts", "generate", "curate", "train", "evaluate")
+    needs = ("prompts", "generate", "curate", "train", "evaluate", "onpolicy")
     resumable = False
 
     def config(self, recipe: Recipe) -> dict:
@@ -56,6 +56,8 @@ class PublishStage:
         sft = sft[[c for c in ("row_id", "prompt_id", "prompt", "reasoning", "answer_text",
                                 "reference", "final_answer", "completion_tokens", "teacher") if c in sft]]
         lineage = self.lineage(ctx)
-        info = publish_student(train.artefact("model"), sft, lineage, cfg, hub_dir, repo_id)
+        onpolicy = ctx.inputs["onpolicy"].manifest.get("model_dir")  # the final student
+        model = ctx.inputs["onpolicy"].artefact(onpolicy) if onpolicy else train.artefact("model")
+        info = publish_student(model, sft, lineage, cfg, hub_dir, repo_id)
         rows = pd.DataFrame([{"repo_id": repo_id, **info, "pushed": ", ".join(info["pushed"])}])
         return StageResult(rows=rows, rows_in=1, extra={"published": info, "lineage": lineage})

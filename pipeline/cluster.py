@@ -21,8 +21,10 @@ def verbose() -> bool:
     return os.environ.get("DISTILL_VERBOSE", "") not in ("", "0")
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
-    """Initialise Ray once per process and quiet Ray Data's own progress output."""
+def ensure_ray(address: str | None = None, num_cpus: int | None = None,
+               runtime_env: dict | None = None) -> Any:
+    """Initialise Ray once per process and quiet Ray Data's own progress output; `runtime_env`
+    (the job's, e.g. a worker_process_setup_hook) applies when this call starts Ray."""
     import ray
 
     if not ray.is_initialized():
@@ -31,12 +33,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
             os.environ.setdefault(key, value)
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address, log_to_driver=verbose())
+            ray.init(address=address, log_to_driver=verbose(), runtime_env=runtime_env)
         else:
             # "local": always our own Ray here; a `ray start` left on this machine (or its stale
             # /tmp/ray/ray_current_cluster) is joined only when asked (RAY_ADDRESS=auto)
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                     log_to_driver=verbose(),
+                     log_to_driver=verbose(), runtime_env=runtime_env,
                      configure_logging=verbose(), logging_level="INFO" if verbose() else "WARNING")
     import logging
 

@@ -90,7 +90,7 @@ def run_stages(stages: list[Stage], recipe: BaseModel, store: RunStore, *, conso
     except KeyboardInterrupt:
         raise stops.interrupted_error(*_where(stages, store, keys, manifests)) from None
     except Exception as exc:
-        if not stops.is_disk_full(exc):
+        if not stops.is_disk_full(exc, store.root):
             raise
         where = _where(stages, store, keys, manifests)
         raise stops.disk_full_error(exc, store.root, *where) from exc
@@ -121,9 +121,9 @@ def _run_all(stages: list[Stage], recipe: BaseModel, store: RunStore, keys: dict
             why = _why_again(stage, recipe, StageOutput(stage.name, out_dir), input_digests)
             if why is None:
                 manifest = StageOutput(stage.name, out_dir).manifest
+                manifests.append(manifest)  # finished, even if recording it fails (a full disk)
                 store.record(stage.name, key, recipe.name, payload["inputs"])
                 console.print(_line(stage.name, "skipped", manifest, 0.0), highlight=False)
-                manifests.append(manifest)
                 continue
             console.print(f"{stage.name:<9} again    {why}", highlight=False)
             (out_dir / MANIFEST).unlink()
@@ -147,6 +147,6 @@ def _run_all(stages: list[Stage], recipe: BaseModel, store: RunStore, keys: dict
             **result.extra,
         }
         write_json(out_dir / MANIFEST, manifest)  # last: its existence means the stage is done
+        manifests.append(manifest)
         store.record(stage.name, key, recipe.name, payload["inputs"])
         console.print(_line(stage.name, "ran", manifest, seconds), highlight=False)
-        manifests.append(manifest)

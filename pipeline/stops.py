@@ -6,7 +6,9 @@ resume state (generate's shards, train's checkpoints), so the message says what 
 that running the same command again resumes. Libraries report a full disk in different ways
 (pyarrow: OSError errno 28; safetensors: SafetensorError "No space left on device (os error
 28)"; Ray: a task error wrapping either), so `is_disk_full` reads errno and words, through the
-chain of causes.
+chain of causes. torch.save reports a failed write with no errno at all ("file write failed",
+or "unexpected pos ..." from an iostream error): that counts as a full disk when the disk
+holding the run directory is nearly full (under NEARLY_FULL_BYTES free) afterwards.
 """
 from __future__ import annotations
 
@@ -20,10 +22,14 @@ from distill.pipeline.store import RESUME_STATE
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded",
                    f"os error {errno.ENOSPC})", f"os error {errno.EDQUOT})")
+WRITE_FAILED_WORDS = ("file write failed", "iostream error", "unexpected pos")  # torch.save
+NEARLY_FULL_BYTES = 16 * 2**20
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """True when `exc`, or an exception it was raised from or while handling, is a full disk."""
+def is_disk_full(exc: BaseException, where: Path | None = None) -> bool:
+    """True when `exc`, or an exception it was raised from or while handling, is a full disk; a
+    write failure without an errno (torch.save) is one when the disk holding `where` is nearly
+    full."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
@@ -32,8 +38,18 @@ def is_disk_full(exc: BaseException) -> bool:
             return True
         if any(words in str(cause) for words in DISK_FULL_WORDS):
             return True
+        if where is not None and any(w in str(cause) for w in WRITE_FAILED_WORDS) \
+                and _nearly_full(where):
+            return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+def _nearly_full(where: Path) -> bool:
+    try:
+        return shutil.disk_usage(where).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
 
 
 def kept(finished: list[str], stage: str, out_dir: Path | None) -> str:

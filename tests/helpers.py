@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from distill.workflows.fingerprints import resolvers
@@ -23,3 +25,37 @@ def run_cli(args: list[str], *, home: Path, cwd: Path, timeout: float = 900,
         raise AssertionError(f"distill {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+@contextmanager
+def tmpfs(mnt: Path, size: str = "8m") -> Iterator[Path]:
+    """A size-limited filesystem (tmpfs) at `mnt`, unmounted afterwards; skips the test where it
+    cannot be mounted (needs root or CAP_SYS_ADMIN)."""
+    import pytest
+
+    mnt.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                              check=False, capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("no `mount` command: cannot make a small filesystem to fill")
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs (needs root or CAP_SYS_ADMIN): {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_disk(path: Path, leave: int = 0) -> Path:
+    """Write `path` until the disk holding it has at most `leave` bytes free (tmpfs: exactly)."""
+    import shutil
+
+    free = shutil.disk_usage(path.parent).free
+    with open(path, "wb") as f:
+        try:
+            f.write(b"\0" * max(free - leave, 0))
+            f.flush()
+        except OSError:
+            pass
+    return path

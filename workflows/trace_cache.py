@@ -8,9 +8,10 @@ cache folder is keyed by the teacher settings that change what it writes (model 
 sampling, template, seed; not prices), so re-pricing, adding prompts or editing a reference
 answer re-uses every answer already paid for, and a killed run resumes by row.
 
-Shards are written under a temporary name and renamed (a killed run loses only what was in
-flight) and named by their rows. A shard that cannot be read (cut by a crash or a full disk) is
-moved to `damaged/` and its requests are asked again; nothing else is lost.
+Shards are written under a temporary name and renamed (a killed run loses only what was in flight;
+the next run removes its temporary file) and named by their rows. A shard that cannot be read (cut
+by a crash or a full disk) is moved to `damaged/` and its requests are asked again; nothing else is
+lost.
 """
 from __future__ import annotations
 
@@ -74,7 +75,11 @@ class TraceCache:
         return found
 
     def pending(self, requests: pd.DataFrame, *, retry_errors: bool = False) -> pd.DataFrame:
-        """The requests the cache holds no answer for (or only a failed one, with retry_errors)."""
+        """The requests the cache holds no answer for (or only a failed one, with retry_errors).
+        A shard's temporary file left by a killed run (never renamed, so never an answer) is
+        removed first."""
+        for tmp in self.shards.glob(".*.tmp") if self.shards.exists() else ():
+            tmp.unlink(missing_ok=True)
         have = self.keys(with_errors=not retry_errors)
         return requests[~requests["request_key"].isin(have)]
 

@@ -4,7 +4,6 @@ is a real small tmpfs (needs root or CAP_SYS_ADMIN to mount; skipped otherwise).
 from __future__ import annotations
 
 import io
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -16,6 +15,7 @@ from distill.pipeline.runner import run_stages
 from distill.pipeline.stage import StageContext, StageResult
 from distill.pipeline.stops import is_disk_full
 from distill.pipeline.store import RunStore, open_run, write_parquet
+from helpers import tmpfs
 from tests.pipeline.test_runner import MakeRows, Toy
 
 MiB = 2**20
@@ -60,18 +60,8 @@ class Stop:
 @pytest.fixture
 def small_disk(tmp_path):
     """An 8 MiB tmpfs, unmounted afterwards."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    try:
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-                              check=False, capture_output=True, text=True)
-    except FileNotFoundError:
-        pytest.skip("no `mount` command: cannot make a small filesystem to fill")
-    if proc.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs (needs root or CAP_SYS_ADMIN): "
-                    f"{proc.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with tmpfs(tmp_path / "disk", "8m") as mnt:
+        yield mnt
 
 
 def _run(root, stages) -> str:
@@ -116,3 +106,16 @@ def test_ctrl_c_in_a_stage_says_what_was_kept(tmp_path):
     assert err.value.exit_code == 130
     assert "interrupted during stage 'stop'" in msg and "kept: finished stages make" in msg
     assert "stop's 1 finished shard (in" in msg and "run the same command again" in msg
+
+
+def test_torch_save_on_a_full_disk_is_recognised(small_disk, tmp_path):
+    """torch.save gives no errno ("unexpected pos", "file write failed"): a full disk is told
+    by the space left where the run is, and the same error elsewhere is not a full disk."""
+    import torch
+
+    (small_disk / "ballast").write_bytes(b"\0" * (7 * MiB))
+    with pytest.raises(RuntimeError) as err:
+        torch.save(torch.zeros(MiB // 2), small_disk / "optimizer.pt")  # 2 MiB
+    assert not is_disk_full(err.value)  # no errno and no words: only the disk can tell
+    assert is_disk_full(err.value, small_disk)
+    assert not is_disk_full(err.value, tmp_path)  # a disk with room: some other failure

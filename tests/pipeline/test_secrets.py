@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import json
+
 import pandas as pd
 import pytest
 
 from distill.pipeline.errors import DistillError
-from distill.pipeline.secrets import (MASK, RedactedStream, looks_like_env_name, redact,
-                                      redact_frame, redacted_traceback, watch_env)
+from distill.pipeline.secrets import (
+    MASK,
+    RedactedStream,
+    looks_like_env_name,
+    redact,
+    redact_frame,
+    redacted_traceback,
+    watch_env,
+)
 from distill.pipeline.store import write_json, write_parquet
 
 CANARY = "sk-canary-5f0c1d2e3b4a69788796a5b4"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -20,6 +19,7 @@ from distill.pipeline import open_run
 from distill.teachers.config import HttpEndpointConfig, TeacherConfig
 from distill.teachers.openai_http import HttpTeacher
 from helpers import REPO, run_cli
+from tests.faults.record import files_holding as leaks
 from tests.teachers.http_server import Behaviour, ChatServer
 from tests.teachers.test_openai_http import requests_for
 
@@ -27,19 +27,6 @@ pytestmark = pytest.mark.timeout(600)
 KEY = "sk-canary-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 HF = "hf_CanaryToken0123456789AbCdEfGhIjKl"
 PROBLEMS = list(arithmetic_train()["problem"][:24])  # the smoke recipe's prompts
-
-
-def leaks(folder: Path, *secrets: str) -> list[str]:
-    """Files under `folder` holding a secret: in their bytes, or in a Parquet file's values."""
-    found = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        if any(s.encode() in data for s in secrets):
-            found.append(str(path))
-        elif path.suffix == ".parquet" and any(s in str(pq.read_table(path).to_pylist())
-                                               for s in secrets):
-            found.append(f"{path} (decoded)")
-    return found
 
 
 def recipe(tmp_path: Path, server: ChatServer, **updates) -> Path:

@@ -30,14 +30,19 @@ if TYPE_CHECKING:
 MASK = "[redacted]"
 MIN_LEN = 8
 HF_TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+WATCHED_VAR = "DISTILL_SECRET_VARS"  # the names watched, for child processes
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _watched: set[str] = set(HF_TOKEN_VARS)
 _literals: set[str] = set()
 
 
 def watch_env(name: str) -> None:
-    """Treat the value of the environment variable `name` as a secret from now on."""
+    """Treat the value of the environment variable `name` as a secret from now on, here and in
+    processes started from here later (Ray workers): the names travel in WATCHED_VAR."""
     _watched.add(name)
+    names = set(filter(None, os.environ.get(WATCHED_VAR, "").split(",")))
+    if name not in names:
+        os.environ[WATCHED_VAR] = ",".join(sorted(names | {name}))
 
 
 def add_secret(value: str) -> None:
@@ -67,7 +72,8 @@ def _hf_token_file() -> str:
 
 def secrets() -> list[str]:
     """The current secret values, longest first (so a secret containing another goes whole)."""
-    values = {os.environ.get(name, "") for name in _watched} | _literals | {_hf_token_file()}
+    names = _watched | set(os.environ.get(WATCHED_VAR, "").split(","))
+    values = {os.environ.get(name, "") for name in names if name} | _literals | {_hf_token_file()}
     return sorted((v for v in values if len(v) >= MIN_LEN), key=len, reverse=True)
 
 

@@ -58,6 +58,16 @@ def test_errors_files_and_consoles_never_hold_a_secret(canary, tmp_path, capsys)
     assert capsys.readouterr().out == f"printed {MASK}\n"
 
 
+def test_child_processes_know_the_watched_variables(canary):
+    import subprocess
+    import sys
+
+    code = "from distill.pipeline.secrets import redact; print(redact('key ' + __import__('os')" \
+           ".environ['DISTILL_CANARY_KEY']))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"key {MASK}"  # as a Ray worker started after the recipe loaded
+
+
 def test_a_traceback_is_masked(canary):
     try:
         raise RuntimeError(f"the hub said Bearer {canary}")

@@ -98,6 +98,32 @@ def _trainer_class():
     return OnPolicyTrainer
 
 
+def _step_loss(cfg: OnPolicyConfig, tokenizer, teacher, prompts: list, ids: list[str],
+               offline: dict, measure: dict):
+    """The Trainer's loss for one step on training prompts `batch` (indices into `prompts`):
+    the student's own answers (or, off-policy, curated traces) scored against the teacher."""
+    from distill.students.onpolicy_batch import divergence, sample
+
+    def step_loss(model, batch: list[int], step: int):
+        on = _on_policy(cfg.seed, step, cfg.lmbda) or not any(ids[i] in offline for i in batch)
+        chosen = [prompts[i] for i in batch]
+        if on:
+            completions = sample(model, tokenizer, [p.student for p in chosen],
+                                 n=cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens,
+                                 temperature=cfg.temperature)
+        else:  # off-policy: one curated trace per prompt that has one
+            pick = random.Random(step).choice
+            chosen = [prompts[i] for i in batch if ids[i] in offline]
+            completions = [pick(offline[ids[i]]) for i in batch if ids[i] in offline]
+        loss, per_token, mask = divergence(model, teacher, chosen, completions, beta=cfg.beta,
+                                           estimator=cfg.estimator, top_k=cfg.top_k, **measure)
+        return loss, {"divergence": float(per_token.sum() / mask.sum().clamp(min=1)),
+                      "on_policy": float(on),
+                      "completion_tokens": sum(map(len, completions)) / len(completions)}
+
+    return step_loss
+
+
 def distill_on_policy(rows: pd.DataFrame, offpolicy: pd.DataFrame | None, student_dir: str,
                       teacher_dir: str, cfg: OnPolicyConfig, out_dir: Path, *, think_format: str,
                       progress: Progress | None = None) -> OnPolicyResult:
@@ -110,11 +136,12 @@ def distill_on_policy(rows: pd.DataFrame, offpolicy: pd.DataFrame | None, studen
     from distill.students.checkpoints import last_checkpoint
     from distill.students.export import save_outputs
     from distill.students.loading import load_model, load_tokenizer
-    from distill.students.onpolicy_batch import divergence, encode_prompts, sample
+    from distill.students.onpolicy_batch import encode_prompts
     from distill.students.onpolicy_heldout import held_out_reverse_kl, paired_change
     from distill.students.onpolicy_teacher import load_teacher
     from distill.students.sft import _progress_callback, training_args
 
+    cpu0 = time.process_time()  # CPU seconds of this process: a figure a busy machine inflates less
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     tcfg = student_train_config(cfg, student_dir, think_format)
@@ -136,23 +163,8 @@ def distill_on_policy(rows: pd.DataFrame, offpolicy: pd.DataFrame | None, studen
         before_file.write_text(json.dumps(before))
     before = json.loads(before_file.read_text())
 
-    def step_loss(model, batch: list[int], step: int):
-        on = _on_policy(cfg.seed, step, cfg.lmbda) or not any(ids[i] in offline for i in batch)
-        chosen = [prompts[train_idx[i]] for i in batch]
-        if on:
-            completions = sample(model, tokenizer, [p.student for p in chosen],
-                                 n=cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens,
-                                 temperature=cfg.temperature)
-        else:  # off-policy: one curated trace per prompt that has one
-            chosen = [p for i, p in zip(batch, chosen) if ids[i] in offline]
-            pick = random.Random(step).choice
-            completions = [pick(offline[ids[i]]) for i in batch if ids[i] in offline]
-        loss, per_token, mask = divergence(model, teacher, chosen, completions, beta=cfg.beta,
-                                           estimator=cfg.estimator, top_k=cfg.top_k, **measure)
-        return loss, {"divergence": float(per_token.sum() / mask.sum().clamp(min=1)),
-                      "on_policy": float(on),
-                      "completion_tokens": sum(map(len, completions)) / len(completions)}
-
+    step_loss = _step_loss(cfg, tokenizer, teacher, [prompts[i] for i in train_idx], ids, offline,
+                           measure)
     data = _batches(len(train_idx), cfg.prompts_per_step)
     args = training_args(tcfg, ckpt_dir)
     args.include_num_input_tokens_seen = "no"  # the inputs are prompt indices, not token ids
@@ -178,4 +190,4 @@ def distill_on_policy(rows: pd.DataFrame, offpolicy: pd.DataFrame | None, studen
                                        "completion_tokens") if k in h} for h in history],
         "global_step": trainer.state.global_step,
         "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
-        "seconds": round(seconds, 2)})
+        "seconds": round(seconds, 2), "cpu_seconds": round(time.process_time() - cpu0, 1)})

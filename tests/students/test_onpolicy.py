@@ -113,3 +113,63 @@ def test_another_tokenizer_is_refused_unless_uld(models, tmp_path):
     loss, _, mask = divergence(student, teacher, prompts, completions, vmap=None,
                                beta=1.0, estimator="full", align=align)
     assert mask.sum() > 0 and loss.requires_grad and torch.isfinite(loss)
+
+
+def _hf_engines(monkeypatch):
+    """engines.scoring's two calls answered by transformers in this process (no vLLM)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distill.engines import scoring
+
+    def logprobs(model_dir: str, ids: list[int]) -> torch.Tensor:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        with torch.no_grad():
+            return torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+
+    def sample_tokens(spec, frame):
+        model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=torch.float32)
+        out = []
+        for ids in frame["token_ids"]:
+            seq = model.generate(torch.tensor([list(ids)]), do_sample=True, max_new_tokens=6,
+                                 pad_token_id=0)[0].tolist()
+            lp = logprobs(spec.model, seq)
+            answer = range(len(ids), len(seq))
+            out.append([seq[len(ids):], [lp[p - 1, seq[p]].item() for p in answer]])
+        return frame[["request_id"]].assign(completion_ids=[o[0] for o in out],
+                                            completion_logprobs=[o[1] for o in out])
+
+    def score_tokens(spec, frame, top_k):
+        rows = []
+        for ids, start in zip(frame["token_ids"], frame["start"]):
+            lp = logprobs(spec.model, list(ids))[start - 1:len(ids) - 1]
+            top = lp.topk(top_k, -1)
+            rows.append({"token_logprobs": lp.gather(-1, torch.tensor(ids[start:]).unsqueeze(-1))
+                         .squeeze(-1).tolist(), "topk_ids": top.indices.tolist(),
+                         "topk_logprobs": top.values.tolist()})
+        return frame[["request_id"]].assign(**{k: [r[k] for r in rows] for k in rows[0]})
+
+    monkeypatch.setattr(scoring, "sample_tokens", sample_tokens)
+    monkeypatch.setattr(scoring, "score_tokens", score_tokens)
+
+
+@pytest.mark.parametrize("estimator", ["sampled", "topk"])
+def test_vllm_rounds_with_engines_stubbed(models, tmp_path, monkeypatch, estimator):
+    """backend vllm's rounds (samples, scores, shards, training, merged round models, resume)
+    with transformers answering for the engines; tests/students/test_onpolicy_vllm_cpu.py runs
+    the real engines."""
+    from distill.students.onpolicy_vllm import distill_on_policy_vllm
+
+    _hf_engines(monkeypatch)
+    student, teacher = models
+    cfg = _cfg(backend="vllm", estimator=estimator, steps=3, rollout_steps=2, held_out_samples=1,
+               top_k=5)
+    out = distill_on_policy_vllm(_rows(), None, student, teacher, cfg, tmp_path,
+                                 think_format="plain")
+    m = out.metrics
+    assert m["rounds"] == 2 and m["global_step"] == 3 and (out.model_dir / "config.json").exists()
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["round-0000.parquet",
+                                                                       "round-0001.parquet"]
+    assert (tmp_path / "checkpoints" / "rounds" / "000002" / "model" / "config.json").exists()
+    assert m["held_out"]["estimator"] == "sampled" and m["held_out"]["tokens_before"] > 0
+    assert [h["step"] for h in m["history"]][-1] == 3

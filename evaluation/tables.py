@@ -2,6 +2,7 @@
 
     markdown({"results": ..., "paired": ..., "protocol": ...})   # the evaluate manifest's keys
     result_rows(results), paired_rows(paired), protocol_lines(protocol)   # for other renderers
+    verdicts(paired)          # what the paired comparison lets a person conclude, per benchmark
 """
 from __future__ import annotations
 
@@ -35,6 +36,28 @@ def paired_rows(paired: dict | None) -> list[tuple[str, ...]]:
             for bench, p in (paired or {}).items()]
 
 
+def verdict(bench: str, p: dict) -> str:
+    """What the paired comparison on `bench` lets a person conclude, in one sentence."""
+    diff, lo, hi, q = p["difference"], p["ci95_low"], p["ci95_high"], p["questions"]
+    numbers = f"{diff:+.3f} pass@1 (paired 95% interval [{lo:+.3f}, {hi:+.3f}], {q} questions)"
+    if p["excludes_zero"]:
+        side = "better" if diff > 0 else "worse"
+        return f"{bench}: the student is {side} than its base: {numbers}."
+    text = (f"{bench}: no difference the evaluation can detect: {numbers}; the interval "
+            "includes 0, so the difference is within noise")
+    half = (hi - lo) / 2
+    if abs(diff) > 1e-9 and half > 0:  # the interval narrows about as 1/sqrt(questions)
+        needed = math.ceil(q * (half / abs(diff)) ** 2)
+        text += (f"; a real difference of this size would need about {needed:,} questions "
+                 "(raise the benchmark's `limit`)")
+    return text + "."
+
+
+def verdicts(paired: dict | None) -> list[str]:
+    """verdict() for every benchmark of the paired comparison."""
+    return [verdict(bench, p) for bench, p in (paired or {}).items()]
+
+
 def protocol_lines(protocol: dict | None) -> list[str]:
     """The rules behind the numbers, one line each (empty for results from before they were
     recorded)."""
@@ -53,13 +76,16 @@ def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]
             + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def markdown(summary: dict) -> str:
-    """Results table, the paired comparison (when the base ran) and the rules, as markdown."""
+def markdown(summary: dict, *, verdict: bool = True) -> str:
+    """Results table, the paired comparison (when the base ran) with its `verdict`, and the
+    rules, as markdown."""
     out = _md_table(RESULT_HEADER, result_rows(summary.get("results") or {}))
     paired = paired_rows(summary.get("paired"))
     if paired:
         out += ["", "Student minus base on the same questions (paired):", ""]
         out += _md_table(PAIRED_HEADER, paired)
+        if verdict:
+            out += ["", "Verdict:", ""] + [f"- {line}" for line in verdicts(summary.get("paired"))]
     rules = protocol_lines(summary.get("protocol"))
     if rules:
         out += ["", "Rules:", ""] + [f"- {line}" for line in rules]

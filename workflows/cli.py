@@ -3,6 +3,9 @@
     distill run workflows/recipes/quickstart.yaml [--run-dir DIR] [--set train.epochs=2 ...]
     distill status DIR
     distill show DIR STAGE [--rejected] [--limit N]
+    distill report DIR [--open]
+    distill publish DIR [--repo-id ORG/NAME] [--private/--public] [--revision BRANCH]
+                    [--adapter-only] [--overwrite]
     distill recipes
 """
 from __future__ import annotations
@@ -86,7 +89,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
             "Ask the teacher again for the requests that failed (teacher_error rows)."))) -> None:
     """Run the workflow; stages already done for the same settings are skipped."""
     from distill.pipeline.runner import run_stages
-    from distill.pipeline.store import RunStore
+    from distill.pipeline.store import RunStore, write_json
     from distill.workflows.distill import STAGES
     from distill.workflows.fingerprints import resolvers
     from distill.workflows.preflight import preflight
@@ -116,6 +119,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
             _fail(DistillError(f"another `distill run` is using {store.root}",
                                fix="wait for it, or pass another --run-dir"))
         console.print(f"[bold]distill run[/] {loaded.name} -> {store.root}")
+        write_json(store.root / "recipe.json", loaded.model_dump(mode="json"))  # for `publish`
         try:
             run_stages(STAGES, loaded, store, console=console, recipe_path=recipe.resolve(),
                        resolvers=resolvers(recipe.resolve().parent))
@@ -127,7 +131,8 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recip
 
     for line in summary_lines(store):
         console.print(line, markup=False)
-    console.print(f"report: {', '.join(str(f) for f in files)}")
+    console.print(f"report: {files[0]} (and {files[1].name}; `distill report --open` opens it)",
+                  soft_wrap=True)
     if "publish" in store.stage_names():
         info = store.stage("publish").manifest.get("published")
         if info:
@@ -142,6 +147,7 @@ def _print_results(summary: dict) -> None:
         paired_rows,
         protocol_lines,
         result_rows,
+        verdicts,
     )
 
     if not summary.get("results"):
@@ -161,6 +167,8 @@ def _print_results(summary: dict) -> None:
         console.print(table)
     for line in protocol_lines(summary.get("protocol")):
         console.print(f"  {line}", markup=False)
+    for line in verdicts(summary.get("paired")):
+        console.print(f"verdict: {line}", markup=False)
 
 
 @app.command()
@@ -231,6 +239,16 @@ def recipes() -> None:
         except DistillError as err:
             _fail(err)
         console.print(f"{str(path.relative_to(RECIPES_DIR.parent.parent)):<55} {data.get('description', '')}")
+
+
+def _register() -> None:
+    from distill.workflows.commands import publish, report
+
+    app.command()(report)
+    app.command()(publish)
+
+
+_register()
 
 
 def main() -> None:  # pragma: no cover

@@ -44,7 +44,26 @@ def preflight(recipe: Recipe, recipe_path: Path | None = None) -> list[str]:
         check_columns(table, {f"evaluate.benchmarks[{i}].problem_column": spec.problem_column,
                               f"evaluate.benchmarks[{i}].answer_column": spec.answer_column}, spec.source)
     validate_for_machine(recipe.train, has_cuda=cuda_available(recipe.ray.address))
+    check_publish(recipe)
     return notes
+
+
+def check_publish(recipe: Recipe) -> None:
+    """A push needs a token (checked here without the network, so a missing one does not stop
+    the run after hours of work), and `adapter_only` needs an adapter."""
+    p = recipe.publish
+    if not p.enabled:
+        return
+    if p.adapter_only and recipe.train.method == "full":
+        raise RecipeError("publish.adapter_only: train.method is full, which makes no adapter",
+                          fix="train with method lora or qlora, or publish the merged model")
+    if p.push:
+        from huggingface_hub import get_token
+
+        if get_token() is None:
+            raise RecipeError("publish.push is true but no hub token is set",
+                              fix="set HF_TOKEN (a write token) or run `hf auth login`; or set "
+                                  "publish.push: false and run `distill publish RUN_DIR` later")
 
 
 def cuda_available(address: str | None = None) -> bool:

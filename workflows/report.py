@@ -1,138 +1,161 @@
-"""The run report: funnel (rows in/out per stage and reason), length histogram, pass rates.
+"""The run report: `write_report(store)` -> report/index.html, report/summary.md and the charts.
 
-`write_report(store)` writes report/funnel.png, report/lengths.png, report/pass_rates.png (pass@1
-per model with its interval, and the paired student-minus-base difference) and report/summary.md
-(funnel, evaluation table, paired comparison, rules) into the run directory; `funnel_rows(store)`
-is the same funnel as data, `eval_summary(store)` the evaluation as data.
+    distill report runs/quickstart [--open]        # `distill run` writes it at the end too
+
+index.html is one self-contained page (charts embedded as data URIs, no script, no network):
+the verdict of the paired comparison, the funnel by stage and reason, the teacher's tokens, time
+and cost, trace lengths of kept and rejected traces, the teacher's pass rate per prompt (and by
+level or source), the training loss, student vs base per benchmark with intervals and the paired
+difference, and example traces per outcome with the reasoning collapsed. summary.md has the same
+content for terminals; the charts are also written as PNG files beside them.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from distill.pipeline.store import RunStore
+from distill.workflows.report_data import ORDER, eval_summary, funnel_rows, report_data
 
-ORDER = ("prompts", "generate", "curate", "train", "evaluate", "publish")
+__all__ = ["ORDER", "eval_summary", "funnel_rows", "report_blocks", "write_report"]
 
 
-def funnel_rows(store: RunStore) -> list[dict]:
-    """One row per (stage, outcome): kept, or each reject reason, with counts."""
+def _n(value: object, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _funnel(data: dict) -> list[tuple]:
     rows = []
-    for name in [n for n in ORDER if n in store.stage_names()] + [n for n in store.stage_names() if n not in ORDER]:
-        m = store.stage(name).manifest
-        rows.append({"stage": name, "outcome": "in", "rows": m.get("rows_in", 0)})
-        for reason, n in sorted(m.get("rejected", {}).items(), key=lambda kv: -kv[1]):
-            rows.append({"stage": name, "outcome": f"rejected: {reason}", "rows": n})
-        rows.append({"stage": name, "outcome": "kept", "rows": m.get("kept", 0)})
-    return rows
+    for stage in [s for s in data["stages"] if s not in ("evaluate", "publish")]:
+        mine = [r for r in data["funnel"] if r["stage"] == stage]
+        count = {r["outcome"]: r["rows"] for r in mine}
+        reasons = ", ".join(f"{r['outcome'][10:]} {r['rows']:,}" for r in mine
+                            if r["outcome"].startswith("rejected: "))
+        rows.append((stage, _n(count.get("in")), _n(count.get("kept")), reasons or "none"))
+    return [("h2", "Funnel"), ("p", "Every row is accounted for: kept, or rejected with a reason."),
+            ("img", "funnel", "rows in and kept per stage; rejected rows by stage and reason"),
+            ("table", ("stage", "in", "kept", "rejected by reason"), rows)]
 
 
-def _plot_funnel(store: RunStore, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    stages = [n for n in ORDER if n in store.stage_names() and n in ("prompts", "generate", "curate", "train")]
-    ms = [store.stage(n).manifest for n in stages]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
-    a.bar(stages, [m["rows_in"] for m in ms], color="#c8d6e5", label="in")
-    a.bar(stages, [m["kept"] for m in ms], color="#1e6fa8", label="kept")
-    a.set_title("rows in and kept per stage"); a.legend()
-    reasons = {}
-    for n, m in zip(stages, ms):
-        for r, c in m["rejected"].items():
-            reasons[f"{n}: {r}"] = c
-    items = sorted(reasons.items(), key=lambda kv: kv[1])
-    b.barh([k for k, _ in items] or ["none"], [v for _, v in items] or [0], color="#c0392b")
-    b.set_title("rejected rows by stage and reason")
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+def _teacher(t: dict) -> list[tuple]:
+    if not t:
+        return []
+    rows = [("samples", f"{t['samples']:,} ({t['prompts']} prompts x {t['samples_per_prompt']})"),
+            ("asked now / from the trace cache", f"{t['generated_now']:,} / {t['from_cache']:,}"),
+            ("prompt tokens", _n(t["prompt_tokens"])),
+            ("completion tokens", _n(t["completion_tokens"])),
+            ("time (stage, engine start included)", f"{t['seconds']:,.0f} s"),
+            ("output tokens per second", _n(t["tokens_per_second"], 1)),
+            ("cost", f"{t['cost']:,.4f}"),
+            ("finish reasons", ", ".join(f"{k} {v:,}" for k, v in t["finish_reasons"].items())),
+            ("seed reproduces the samples", "yes" if t["reproducible"] else "no")]
+    return [("h2", "Teacher"), ("table", ("", "value"), rows)]
 
 
-def _plot_lengths(store: RunStore, path: Path) -> bool:
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    if "curate" not in store.stage_names():
-        return False
-    cur = store.stage("curate")
-    kept, rej = cur.to_pandas(), cur.to_pandas(rejected=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bins = 40
-    allv = pd.concat([kept.get("completion_tokens", pd.Series(dtype=float)),
-                      rej.get("completion_tokens", pd.Series(dtype=float))])
-    if allv.empty:
-        return False
-    ax.hist([kept["completion_tokens"], rej["completion_tokens"]], bins=bins, stacked=True,
-            label=["kept", "rejected"], color=["#1e6fa8", "#c0392b"])
-    ax.set_xlabel("completion tokens"); ax.set_ylabel("traces"); ax.legend()
-    ax.set_title("teacher trace lengths")
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
-    return True
+def _lengths(traces) -> list[tuple]:
+    if traces.empty:
+        return []
+    stats = traces.groupby("outcome")["completion_tokens"].describe(percentiles=[0.5, 0.9])
+    order = ["kept", *[o for o in stats.sort_values("count", ascending=False).index if o != "kept"]]
+    rows = [(o, _n(int(stats.loc[o, "count"])), _n(stats.loc[o, "50%"]), _n(stats.loc[o, "90%"]),
+             _n(stats.loc[o, "max"])) for o in order if o in stats.index]
+    return [("h2", "Trace lengths"),
+            ("img", "lengths", "completion tokens of kept and rejected traces"),
+            ("table", ("outcome", "traces", "median tokens", "90th percentile", "max"), rows)]
 
 
-def _plot_pass_rates(summary: dict, path: Path) -> bool:
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    results, paired = summary.get("results") or {}, summary.get("paired") or {}
-    if not results:
-        return False
-    models = list(results)
-    benches = sorted({b for r in results.values() for b in r})
-    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(12 if paired else 7, 4), squeeze=False)
-    ax = axes[0][0]
-    width = 0.8 / len(models)
-    for i, mdl in enumerate(models):
-        vals = [results[mdl].get(b, {}).get("pass@1", np.nan) for b in benches]
-        lo = [v - results[mdl].get(b, {}).get("ci95_low", v) for v, b in zip(vals, benches)]
-        hi = [results[mdl].get(b, {}).get("ci95_high", v) - v for v, b in zip(vals, benches)]
-        ax.bar(np.arange(len(benches)) + i * width, vals, width, yerr=[lo, hi], capsize=4, label=mdl)
-    ax.set_xticks(np.arange(len(benches)) + width * (len(models) - 1) / 2, benches)
-    ax.set_ylabel("pass@1 (95% interval)"); ax.set_ylim(0, 1); ax.legend()
-    if paired:
-        _plot_paired(axes[0][1], paired)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
-    return True
+def _pass_rates(per) -> list[tuple]:
+    if per is None:
+        return [("h2", "Teacher pass rate"),
+                ("p", "The traces were not verified (curate.verify.method none), so there is no "
+                      "pass rate.")]
+    rate = per["rate"]
+    buckets = [("never correct", rate == 0), ("some samples correct", (rate > 0) & (rate < 1)),
+               ("always correct", rate == 1)]
+    out = [("h2", "Teacher pass rate"),
+           ("p", f"Share of each prompt's samples that were verified correct: {rate.mean():.3f} on "
+                 f"average over {len(per):,} prompts ({int(per['correct'].sum()):,} of "
+                 f"{int(per['samples'].sum()):,} samples)."),
+           ("img", "teacher_pass_rates", "teacher pass rate per prompt"),
+           ("table", ("prompts", "count"), [(name, _n(int(mask.sum()))) for name, mask in buckets])]
+    if "group" in per:
+        by = per.groupby("group")["rate"].agg(["size", "mean"]).sort_index()
+        out.append(("table", (per.attrs.get("group", "group"), "prompts", "mean pass rate"),
+                    [(g, _n(int(r["size"])), f"{r['mean']:.3f}") for g, r in by.iterrows()]))
+    return out
 
 
-def _plot_paired(ax, paired: dict) -> None:
-    """Student minus base per benchmark with its paired 95% interval; 0 marked."""
-    benches = sorted(paired)
-    d = [paired[b]["difference"] for b in benches]
-    err = [[v - paired[b]["ci95_low"] for v, b in zip(d, benches)],
-           [paired[b]["ci95_high"] - v for v, b in zip(d, benches)]]
-    ax.errorbar(range(len(benches)), d, yerr=err, fmt="o", capsize=6, color="#1e6fa8")
-    ax.axhline(0, color="#c0392b", linewidth=1)
-    ax.set_xticks(range(len(benches)), benches); ax.set_xlim(-0.5, len(benches) - 0.5)
-    ax.set_ylabel("student - base pass@1 (paired 95% interval)")
+def _loss(history: list[dict]) -> list[tuple]:
+    if not history:
+        return []
+    step = max(1, -(-len(history) // 8))
+    shown = history[::step] + ([history[-1]] if (len(history) - 1) % step else [])
+    return [("h2", "Training"), ("img", "loss", "training loss per optimizer step"),
+            ("table", ("step", "loss"), [(h["step"], f"{h['loss']:.4f}") for h in shown])]
 
 
-def eval_summary(store: RunStore) -> dict:
-    """The evaluate manifest's results, paired and protocol ({} when it has not run)."""
-    if "evaluate" not in store.stage_names():
-        return {}
-    m = store.stage("evaluate").manifest
-    return {k: m.get(k, {}) for k in ("results", "paired", "protocol")}
+def _evaluation(summary: dict) -> list[tuple]:
+    from distill.evaluation.tables import (
+        PAIRED_HEADER,
+        RESULT_HEADER,
+        paired_rows,
+        protocol_lines,
+        result_rows,
+    )
+
+    if not summary.get("results"):
+        return []
+    out = [("h2", "Evaluation"),
+           ("img", "pass_rates", "pass@1 with 95% intervals; student minus base"),
+           ("table", RESULT_HEADER, result_rows(summary["results"]))]
+    if summary.get("paired"):
+        out += [("p", "Student minus base on the same questions (paired):"),
+                ("table", PAIRED_HEADER, paired_rows(summary["paired"]))]
+    rules = protocol_lines(summary.get("protocol"))
+    return out + ([("p", "The rules behind these numbers:"), ("list", rules)] if rules else [])
+
+
+def report_blocks(data: dict, name: str) -> list[tuple]:
+    """The report's content as blocks (workflows.report_html) from report_data()."""
+    from distill.evaluation.tables import verdicts
+
+    blocks: list[tuple] = [("h1", f"distill run report: {name}"),
+                           ("meta", f"run directory {data['run']}; stages done: "
+                                    f"{', '.join(data['stages'])}")]
+    blocks += [("verdict", line) for line in verdicts(data["evaluation"].get("paired"))]
+    blocks += _funnel(data) + _teacher(data["teacher"]) + _lengths(data["traces"])
+    blocks += _pass_rates(data["pass_rates"]) + _loss(data["loss"])
+    blocks += _evaluation(data["evaluation"])
+    if data["examples"]:
+        blocks += [("h2", "Example traces"),
+                   ("p", "A few traces per outcome, in (prompt, sample) order; open a reasoning "
+                         "to read it."),
+                   ("examples", data["examples"])]
+    return blocks
 
 
 def write_report(store: RunStore) -> list[Path]:
-    """Write the plots and summary.md; returns the files written."""
-    import matplotlib
+    """Write report/index.html, report/summary.md and the chart PNGs; returns the files written
+    (index.html first)."""
+    from distill.pipeline.store import write_atomic
+    from distill.workflows.report_html import to_html, to_markdown
+    from distill.workflows.report_plots import CHARTS
 
-    matplotlib.use("Agg")
     out = store.root / "report"
     out.mkdir(exist_ok=True)
-    written = [out / "funnel.png"]
-    _plot_funnel(store, written[0])
-    if _plot_lengths(store, out / "lengths.png"):
-        written.append(out / "lengths.png")
-    evaluation = eval_summary(store)
-    if _plot_pass_rates(evaluation, out / "pass_rates.png"):
-        written.append(out / "pass_rates.png")
-    lines = ["| stage | outcome | rows |", "|---|---|---|"]
-    lines += [f"| {r['stage']} | {r['outcome']} | {r['rows']} |" for r in funnel_rows(store)]
-    text = "# Funnel\n\n" + "\n".join(lines) + "\n"
-    if evaluation.get("results"):
-        from distill.evaluation.tables import markdown
-
-        text += "\n# Evaluation\n\n" + markdown(evaluation) + "\n"
-    (out / "summary.md").write_text(text)
-    written.append(out / "summary.md")
+    data = report_data(store)
+    images = {name: png for name, chart in CHARTS.items() if (png := chart(data)) is not None}
+    index = store.root / "run.json"
+    name = json.loads(index.read_text()).get("recipe") if index.exists() else None
+    name = name or store.root.name
+    blocks = report_blocks(data, name)
+    blocks = [b for b in blocks if b[0] != "img" or b[1] in images]
+    written = [out / "index.html", out / "summary.md"]
+    write_atomic(written[0], to_html(blocks, images, f"distill report: {name}"))
+    write_atomic(written[1], to_markdown(blocks))
+    for chart, png in images.items():
+        write_atomic(out / f"{chart}.png", png)
+        written.append(out / f"{chart}.png")
     return written

@@ -115,16 +115,30 @@ def test_tables_show_the_paired_comparison_and_the_rules():
 
 
 def test_model_card_and_cli_report_the_paired_comparison(capsys):
-    from distill.students.publish import model_card
+    from distill.students.cards import CardNames, model_card
     from distill.workflows import cli
 
     s = summary()
     lineage = {"student_base": "tiny", "teacher": "t", "method": "lora", "recipe": "r",
                "data_counts": {}, "eval": s["results"], "eval_paired": s["paired"],
                "eval_protocol": s["protocol"]}
-    card = model_card(lineage, "repo", "mit")
-    assert markdown(s) in card
+    card = model_card(lineage, CardNames("org/repo", "org/repo-data", "mit", "mit"))
+    assert markdown(s, verdict=False) in card and "the student is better than its base" in card
     cli.console.width = 200
     cli._print_results(s)
     out = capsys.readouterr().out
     assert "student minus base" in out and "+0.500" in out and "pre-fill" in out
+    assert "verdict: b: the student is better than its base" in out
+
+
+def test_the_verdict_says_whether_a_difference_is_within_noise():
+    from distill.evaluation.tables import verdict
+
+    noisy = verdict("b", {"difference": 0.031, "ci95_low": -0.03, "ci95_high": 0.092,
+                          "excludes_zero": False, "questions": 64})
+    assert "within noise" in noisy and "interval includes 0" in noisy
+    needed = int(noisy.split("about ")[1].split(" questions")[0].replace(",", ""))
+    assert 200 < needed < 300  # (half-width / difference)^2 x 64
+    worse = verdict("b", {"difference": -0.2, "ci95_low": -0.3, "ci95_high": -0.1,
+                          "excludes_zero": True, "questions": 64})
+    assert worse.startswith("b: the student is worse than its base: -0.200 pass@1")

@@ -1,4 +1,11 @@
-"""publish: the student, its cards and its SFT set into the local hub folder (and a hub, if asked)."""
+"""publish: the student, its cards and its SFT set into the run's hub folder (and a hub, if asked).
+
+    publish_run(open_run("runs/quickstart"), recipe, cfg)   # the stage and `distill publish`
+
+The stage and the command are one function: it reads the run's finished stages, builds the
+lineage (workflows.lineage), the SFT rows (as trained) and the rejected rows (curate's and
+train's, each with its stage and reason), and calls students.publish.publish_student.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,58 +13,101 @@ from pathlib import Path
 import pandas as pd
 
 from distill.pipeline.stage import StageContext, StageResult
+from distill.pipeline.store import RunStore, StageOutput
+from distill.students.publish import PublishConfig
 from distill.workflows.recipe import Recipe
+
+NEEDS = ("prompts", "generate", "curate", "train", "evaluate")
+SFT_COLUMNS = ("row_id", "prompt_id", "prompt", "reasoning", "answer_text", "reference",
+               "final_answer", "completion_tokens", "teacher")
+REJECTED_COLUMNS = ("stage", "reject_reason", "row_id", "request_id", "prompt_id", "problem",
+                    "prompt", "text", "reasoning", "answer_text", "reference", "final_answer",
+                    "completion_tokens", "finish_reason")
+
+
+def _columns(frame: pd.DataFrame, wanted: tuple[str, ...]) -> pd.DataFrame:
+    return frame[[c for c in wanted if c in frame.columns]].reset_index(drop=True)
+
+
+def sft_rows(trained: pd.DataFrame, think_format: str) -> pd.DataFrame:
+    """The rows the student was trained on, with `messages` (user, assistant) as it saw them."""
+    from distill.students.chat import assistant_text
+
+    out = _columns(trained, SFT_COLUMNS)
+    if {"prompt", "reasoning", "answer_text"} <= set(out.columns):
+        out["messages"] = [[{"role": "user", "content": p},
+                            {"role": "assistant", "content": assistant_text(r, a, think_format)}]
+                           for p, r, a in zip(out["prompt"], out["reasoning"], out["answer_text"])]
+    return out
+
+
+def rejected_rows(inputs: dict[str, StageOutput]) -> pd.DataFrame:
+    """Rows curate and train rejected, each with the stage and reason, for auditing the rules."""
+    frames = [inputs[name].to_pandas(rejected=True).assign(stage=name)
+              for name in ("curate", "train")]
+    frames = [_columns(f, REJECTED_COLUMNS) for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({"stage": pd.Series(dtype=str), "reject_reason": pd.Series(dtype=str)})
+    out = pd.concat(frames, ignore_index=True)
+    return out.astype({c: "string" for c in ("final_answer", "reference") if c in out})
+
+
+def final_student(inputs: dict[str, StageOutput]) -> tuple[Path, Path | None]:
+    """(model folder, LoRA adapter folder or None) of the student to publish: the onpolicy
+    stage's when it ran (its adapter sits on the SFT student, not the base: merged model only),
+    else the train stage's."""
+    onpolicy = inputs.get("onpolicy")
+    if onpolicy is not None and onpolicy.manifest.get("model_dir"):
+        return onpolicy.artefact(onpolicy.manifest["model_dir"]), None
+    train = inputs["train"]
+    adapter = train.manifest.get("adapter_dir")
+    return train.artefact("model"), train.artefact(adapter) if adapter else None
+
+
+def publish_run(store: RunStore, recipe: Recipe, cfg: PublishConfig | None = None,
+                inputs: dict[str, StageOutput] | None = None) -> dict:
+    """Publish the run in `store` (its stages NEEDS, finished) under `cfg` (default: the recipe's);
+    returns where the folders went and what was pushed."""
+    from distill.students.publish import publish_student
+    from distill.workflows.lineage import lineage
+
+    cfg = cfg or recipe.publish
+    inputs = inputs or {name: store.stage(name) for name in NEEDS + ("onpolicy",)
+                        if name in NEEDS or name in store.stage_names()}
+    facts = lineage(recipe, {name: out.manifest for name, out in inputs.items()})
+    train = inputs["train"]
+    sft = sft_rows(train.to_pandas(), recipe.train.think_format)
+    hub_dir = Path(cfg.hub_dir)
+    if not hub_dir.is_absolute():
+        hub_dir = store.root.resolve() / hub_dir
+    model, adapter = final_student(inputs)
+    info = publish_student(model, sft, facts, cfg, hub_dir,
+                           cfg.repo_id or f"{recipe.name}-student",
+                           adapter_dir=adapter,
+                           rejected=rejected_rows(inputs), owner=str(store.root.resolve()),
+                           example_prompt=str(sft["prompt"].iloc[0]) if len(sft) else None)
+    return {**info, "lineage": facts}
 
 
 class PublishStage:
     name = "publish"
-    version = "2"  # 2: lineage and model card carry the paired comparison and the eval rules
-    needs = ("prompts", "generate", "curate", "train", "evaluate", "onpolicy")
+    version = "3"  # 3: hub-valid cards (ModelCard), rejected rows config, owner check, revision
+    needs = NEEDS + ("onpolicy",)
     resumable = False
 
     def config(self, recipe: Recipe) -> dict:
         return {"publish": recipe.publish, "recipe": recipe.name}
 
-    def lineage(self, ctx: StageContext) -> dict:
-        m = {name: out.manifest for name, out in ctx.inputs.items()}
-        recipe = ctx.recipe
-        rejected: dict[str, int] = {}
-        for name in ("prompts", "generate", "curate", "train"):
-            for reason, n in m[name]["rejected"].items():
-                rejected[f"{name}:{reason}"] = rejected.get(f"{name}:{reason}", 0) + n
-        return {
-            "recipe": recipe.name, "teacher": recipe.teacher.model, "student_base": recipe.train.student,
-            "method": recipe.train.method, "seed": recipe.seed,
-            "sampling": recipe.teacher.sampling.model_dump(),
-            "data_counts": {"prompts": m["prompts"]["kept"], "traces": m["generate"]["kept"],
-                            "curated": m["curate"]["kept"], "trained": m["train"]["kept"],
-                            "rejected": rejected},
-            "eval": m["evaluate"].get("results", {}),
-            "eval_paired": m["evaluate"].get("paired", {}),
-            "eval_protocol": m["evaluate"].get("protocol", {}),
-            "stage_keys": {name: mm["key"] for name, mm in m.items()},
-            "versions": m["train"].get("versions", {}),
-        }
-
     def run(self, ctx: StageContext) -> StageResult:
-        from distill.students.publish import publish_student
-
-        recipe = ctx.recipe
-        cfg = recipe.publish
+        cfg = ctx.recipe.publish
         if not cfg.enabled:
             return StageResult(rows=None, rows_in=0, already_written=True,
                                extra={"counts": {"rows_in": 0, "kept": 0, "rejected": {}}})
-        repo_id = cfg.repo_id or f"{recipe.name}-student"
-        hub_dir = Path(cfg.hub_dir)
-        if not hub_dir.is_absolute():
-            hub_dir = ctx.store.root.resolve().parent / hub_dir
-        train = ctx.inputs["train"]
-        sft = train.to_pandas()
-        sft = sft[[c for c in ("row_id", "prompt_id", "prompt", "reasoning", "answer_text",
-                                "reference", "final_answer", "completion_tokens", "teacher") if c in sft]]
-        lineage = self.lineage(ctx)
-        onpolicy = ctx.inputs["onpolicy"].manifest.get("model_dir")  # the final student
-        model = ctx.inputs["onpolicy"].artefact(onpolicy) if onpolicy else train.artefact("model")
-        info = publish_student(model, sft, lineage, cfg, hub_dir, repo_id)
-        rows = pd.DataFrame([{"repo_id": repo_id, **info, "pushed": ", ".join(info["pushed"])}])
-        return StageResult(rows=rows, rows_in=1, extra={"published": info, "lineage": lineage})
+        ctx.progress("folders and cards", 0, 1)
+        info = publish_run(ctx.store, ctx.recipe, cfg, ctx.inputs)
+        facts = info.pop("lineage")
+        ctx.progress("folders and cards", 1, 1)
+        rows = pd.DataFrame([{"repo_id": info["repo_id"], "model_dir": info["model_dir"],
+                              "dataset_dir": info["dataset_dir"],
+                              "pushed": ", ".join(p["url"] for p in info["pushed"])}])
+        return StageResult(rows=rows, rows_in=1, extra={"published": info, "lineage": facts})

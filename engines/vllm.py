@@ -51,6 +51,16 @@ class EngineSpec:
     concurrency: int = 1
     accelerator_type: str | None = None
     stop_token_ids: list[int] = field(default_factory=list)  # e.g. the end-of-turn token
+    max_concurrent_batches: int | None = None  # None: concurrent_batches()
+
+    def concurrent_batches(self) -> int:
+        """Batches an engine works on at once. Results come back a whole batch at a time, and
+        batches in flight together finish together, so with too many (Ray Data LLM's default 8)
+        nothing reaches disk until the end; on CPU 2 keep the engine busy (one runs while the
+        next is handed over) and a batch's results arrive as soon as it is done. On GPU 8."""
+        if self.max_concurrent_batches:
+            return self.max_concurrent_batches
+        return 2 if self.on_cpu() else 8
 
     def on_cpu(self) -> bool:
         return self.device == "cpu" or (self.device == "auto" and vllm_is_cpu_build())
@@ -104,6 +114,7 @@ class EngineSpec:
         kwargs: dict[str, Any] = dict(
             model_source=self.model, engine_kwargs=self.engine_kwargs(),
             batch_size=self.batch_size, concurrency=self.concurrency,
+            max_concurrent_batches=self.concurrent_batches(),
             log_engine_metrics=False, should_continue_on_error=True,
             chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
         )

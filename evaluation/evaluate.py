@@ -93,7 +93,7 @@ def generate_answers(model_dir: str, requests: pd.DataFrame, cfg: EvalConfig, se
                       stop_token_ids=rules["stop_token_ids"])
     frame = pd.DataFrame({"request_id": requests["request_id"].to_numpy(), "prompt": prompts})
     outs = []
-    for out in VLLMGenerator(spec).generate(frame):
+    for out in VLLMGenerator(spec).generate(frame, block_rows=cfg.batch_size):  # answers as done
         outs.append(out)
         if progress:
             progress(sum(len(o) for o in outs))

@@ -53,6 +53,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     ctx.print_on_execution_start = verbose()
     if hasattr(ctx, "enable_operator_progress_bars"):
         ctx.enable_operator_progress_bars = verbose()
+    if not verbose() and hasattr(ctx, "issue_detectors_config"):  # its advice floods job logs
+        ctx.issue_detectors_config.detectors = []
     return ray
 
 

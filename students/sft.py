@@ -100,6 +100,10 @@ def _progress_callback(fn: Progress | None):
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # steps live, between loss logs
+            if fn is not None and state.is_world_process_zero:
+                fn({"step": state.global_step, "max_steps": state.max_steps})
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if fn is not None and state.is_world_process_zero and logs:
                 fn({"step": state.global_step, "max_steps": state.max_steps, **logs})

@@ -29,7 +29,8 @@ class VLLMTeacher:
         self.model = resolve_model(cfg.model)
         self.spec = EngineSpec(model=self.model, sampling=cfg.sampling, seed=seed, engine=cfg.engine,
                                device=cfg.device, batch_size=cfg.batch_size,
-                               concurrency=cfg.concurrency, accelerator_type=cfg.accelerator_type)
+                               concurrency=cfg.concurrency, accelerator_type=cfg.accelerator_type,
+                               max_concurrent_batches=cfg.max_concurrent_batches)
 
     def generate(self, requests: pd.DataFrame) -> Iterator[pd.DataFrame]:
         from distill.engines.vllm import VLLMGenerator, render_prompts

@@ -75,6 +75,9 @@ class TeacherConfig(BaseModel):
                             json_schema_extra=RUNTIME)
     concurrency: int = Field(1, ge=1, description="Engine replicas (data parallel).",
                              json_schema_extra=RUNTIME)
+    max_concurrent_batches: int | None = Field(None, ge=1, json_schema_extra=RUNTIME, description=(
+        "Batches one engine works on at once; results reach disk a batch at a time. null: 2 on "
+        "CPU, 8 on GPU (engines.vllm.EngineSpec.concurrent_batches)."))
     shard_rows: int = Field(256, ge=1, description="Rows per written shard (resume granularity).",
                             json_schema_extra=RUNTIME)
     endpoint: HttpEndpointConfig = Field(default_factory=HttpEndpointConfig)

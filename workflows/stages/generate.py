@@ -75,8 +75,8 @@ class GenerateStage:
         cache = cache_folder(ctx)
         pending = cache.pending(requests, retry_errors=t.retry_errors)
         total = len(requests)
-        written = total - len(pending)
-        ctx.progress("samples", written, total)
+        written, tokens = total - len(pending), 0
+        ctx.progress("samples", written, total, tokens=tokens)
         if len(pending):
             if t.backend == "vllm":
                 ensure_ray(recipe.ray.address, recipe.ray.num_cpus)
@@ -85,7 +85,8 @@ class GenerateStage:
                 out = out.assign(request_key=out["request_id"].map(keys))
                 cache.write(out[[c for c in ANSWER_COLUMNS if c in out.columns]])
                 written += len(out)
-                ctx.progress("samples", written, total)
+                tokens += int(out["completion_tokens"].sum())
+                ctx.progress("samples", written, total, tokens=tokens)
         traces = cache.rows(requests.drop(columns=["messages"]))
         traces = traces.sort_values(["prompt_id", "sample_index"], kind="stable", ignore_index=True)
         traces["teacher"] = t.model

@@ -6,6 +6,7 @@ recipe's rule), so the funnel counts them.
 from __future__ import annotations
 
 import pandas as pd
+
 from distill.pipeline.stage import StageContext, StageResult
 from distill.workflows.recipe import Recipe
 
@@ -39,8 +40,12 @@ class TrainStage:
         rows = sft_rows(ctx.inputs["curate"].to_pandas(), recipe)
         cfg = recipe.train.model_copy(update={"student": resolve_model(recipe.train.student)})
 
-        def progress(log: dict) -> None:
-            ctx.progress("optimizer steps", int(log.get("step", 0)), log.get("max_steps"))
+        last = {}
+
+        def progress(log: dict) -> None:  # every step; the loss where it was logged
+            last.update({k: log[k] for k in ("loss",) if k in log})
+            ctx.progress("optimizer steps", int(log.get("step", 0)), log.get("max_steps"),
+                         loss=last.get("loss"))
 
         result = train_student(rows, cfg, ctx.out_dir, progress=progress)
         reasons = rows["row_id"].map(dict(zip(result.rejected["row_id"], result.rejected["reject_reason"])))

@@ -92,6 +92,9 @@ class OnPolicyConfig(BaseModel):
         if self.num_workers > 1 and self.backend == "local":
             raise ValueError("num_workers > 1 trains on Ray Train workers, which backend vllm "
                              "does; backend local trains in this process (num_workers: 1)")
+        if self.lmbda < 1.0 and self.backend == "vllm":
+            raise ValueError("lmbda < 1 (steps on curated traces) is for backend local; "
+                             "backend vllm trains on the student's own samples (lmbda: 1.0)")
         if self.cross_tokenizer == "uld" and self.backend == "vllm":
             raise ValueError("cross_tokenizer uld needs whole teacher distributions: use "
                              "backend local")

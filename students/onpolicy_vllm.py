@@ -188,7 +188,7 @@ def _records(table: pd.DataFrame) -> list[dict]:
 def distill_on_policy_vllm(rows: pd.DataFrame, offpolicy, student_dir: str, teacher_dir: str,
                            cfg: OnPolicyConfig, out_dir: Path, *, think_format: str,
                            progress=None):
-    """See the module docstring (`offpolicy` is unused: lmbda applies to backend local)."""
+    """See the module docstring (`offpolicy` is unused: lmbda < 1 is for backend local)."""
     import json
     import random
     import shutil

@@ -5,8 +5,8 @@
 Realistic traces: the 40 real R1-Distill traces in tests/fixtures/r1traces (thousands of tokens
 each), resampled into k samples per prompt with a small unique edit each (so exact dedupe does
 not collapse them; near-dedupe still sees near-duplicates, as with real samples). The stage is
-measured as users run it: read generate's Parquet, curate (parse, verify in a process pool,
-filters, decontamination, dedupe, selection), split and write kept/rejected Parquet. The
+measured as users run it: read generate's Parquet, curate on Ray (parse, verify, filters,
+decontamination, dedupe, selection on the workers), split and write kept/rejected Parquet. The
 baseline calls the same parts one after another in this process (verify in-process) over the
 same rows. Both produce the same reasons (checked). Prints the ratio stage/baseline last.
 """
@@ -64,9 +64,9 @@ def run_stage(traces: pd.DataFrame, recipe, root: Path) -> pd.DataFrame:
     out_dir = root / "curate-bench"
     ctx = StageContext(recipe, RunStore(root), out_dir, {"generate": StageOutput("generate", gen_dir)},
                        lambda *a: None)
-    result = CurateStage().run(ctx)
-    accounting.split_and_write(result.rows, out_dir, result.rows_in)
-    return result.rows
+    CurateStage().run(ctx)   # on Ray: the workers write data/ and rejected/
+    out = StageOutput("curate", out_dir)
+    return pd.concat([out.to_pandas(), out.to_pandas(rejected=True)], ignore_index=True)
 
 
 def main() -> None:
@@ -100,7 +100,7 @@ def main() -> None:
     print(f"reasons: {base.fillna('kept').value_counts().to_dict()}")
     print(f"same verdicts stage vs parts: {bool(same)}")
     print(f"parts one by one (one process): {n / t_parts:8.1f} rows/s ({t_parts:.1f} s)")
-    print(f"curate stage (Parquet in/out, verify pool): {n / t_stage:8.1f} rows/s ({t_stage:.1f} s)")
+    print(f"curate stage (Parquet in/out, on Ray): {n / t_stage:8.1f} rows/s ({t_stage:.1f} s)")
     print(f"ratio stage/parts: {t_parts / t_stage:.2f}")
 
 

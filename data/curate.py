@@ -14,25 +14,27 @@ never flagged against a row that was itself rejected):
 8. selection among a prompt's k samples        data.selection
 Every input row comes out, kept or with its first reason, in the order it came in. Every choice
 between rows (which duplicate is kept, which samples the cap keeps) follows the canonical order
-(`canonical_order`: prompt_id, sample_index, request_id, text), never the row order, so the same
-traces in any order give the same verdicts.
+(`canonical_order`: prompt_id, sample_index, request_id, then a digest of the text), never the
+row order, so the same traces in any order give the same verdicts. Rules 1-4 look at one row
+at a time (`parse_and_verify`, `flag_rows`: they run on any batch, anywhere); 5-8 compare rows.
 """
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.data.columns import require_columns
-from distill.data.decontam import DecontamConfig
+from distill.data.decontam import DecontamConfig, DecontamIndex
 from distill.data.dedupe import DedupeConfig
 from distill.data.filters import FilterConfig
 from distill.data.selection import SelectionConfig
 from distill.data.verify import VerifyConfig
 from distill.pipeline.accounting import combine_reasons
+from distill.pipeline.keys import RUNTIME
 from distill.teachers.config import TeacherConfig
 
 
@@ -71,6 +73,21 @@ class CrossPromptDedupeConfig(DedupeConfig):
                            "words) are left out: short answers such as '22' legitimately repeat.")
 
 
+class ClusterConfig(BaseModel):
+    """How the curate stage spreads over Ray (data.curate_ray); none of it changes results."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows_per_block: int = Field(256, ge=1, description="Rows per task of the per-row rules "
+                                "(parse, verify, filters, decontamination); fewer when the input "
+                                "is small, so every CPU gets work.", json_schema_extra=RUNTIME)
+    rows_per_part: int = Field(2000, ge=1, description="Rows per output file: a part holds whole "
+                               "prompts and is deduped, selected and written by one worker.",
+                               json_schema_extra=RUNTIME)
+    task_cpus: float = Field(0.5, gt=0, description="CPUs each task asks Ray for (a fraction, so "
+                             "tasks never wait for a whole CPU an actor holds).",
+                             json_schema_extra=RUNTIME)
+
+
 class CurateConfig(BaseModel):
     """All curation settings; each part is documented in its own module."""
 
@@ -91,25 +108,49 @@ class CurateConfig(BaseModel):
     judge_teacher: TeacherConfig | None = Field(None, description=(
         "The model asked by the judge verifier (verify.method: judge or verify.judge.enabled), "
         "e.g. DeepSeek-V3 over HTTP; sampling.max_tokens can be small."))
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="How the stage "
+                                   "spreads over Ray (results unchanged).")
 
 
 REQUIRED = ("prompt_id", "problem", "reference", "text")
 ORDER_KEYS = ("prompt_id", "sample_index", "request_id", "text")
 _ORDER = "_curate_order"
+_SEP = "\x00"
 
 
-def canonical_order(rows: pd.DataFrame) -> np.ndarray:
-    """Each row's place (0..n-1) when sorted by ORDER_KEYS (those present): a function of the
-    rows' content, so choices made by it do not depend on the order rows arrive in."""
-    keys: list[np.ndarray] = []
-    for column in (c for c in ORDER_KEYS if c in rows.columns):
-        if keys and column == "text" and not pd.DataFrame(dict(enumerate(keys))).duplicated().any():
-            break  # the ids already tell every row apart: spare the sort of long texts
-        values = rows[column]
-        keys.append(pd.factorize(values.astype(str) if values.dtype == object else values,
-                                 sort=True)[0])
+def _sortable(values: pd.Series, column: str) -> list[str]:
+    """Strings that sort as `values` do (numbers by value, texts by code point, missing first);
+    the text column by its xxh3 digest (a content tie-break that spares sorting long texts)."""
+    import xxhash
+
+    if column == "text":
+        return [xxhash.xxh3_64_hexdigest(v.encode("utf-8", "replace")) if isinstance(v, str)
+                else "" for v in values.tolist()]
+    if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        bits = pd.to_numeric(values).to_numpy(np.float64, na_value=np.nan).view(np.uint64)
+        top = np.uint64(1 << 63)
+        bits = np.where(bits & top, ~bits, bits | top)  # IEEE order as unsigned order
+        missing = pd.isna(values).to_numpy()
+        return ["" if m else f"{b:016x}" for b, m in zip(bits.tolist(), missing)]
+    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+            for v in values.tolist()]
+
+
+def order_keys(rows: pd.DataFrame) -> pd.Series:
+    """Each row's canonical sort key, a string: ORDER_KEYS (those present) encoded so that
+    sorting the strings sorts the rows by them (text by its digest). A function of the row
+    alone, so any worker computes it for its batch and every worker agrees."""
+    parts = [_sortable(rows[c], c) for c in ORDER_KEYS if c in rows.columns]
+    return pd.Series([_SEP.join(p) for p in zip(*parts)] if parts else [""] * len(rows),
+                     index=rows.index, dtype=object)
+
+
+def canonical_order(rows: pd.DataFrame, keys: pd.Series | None = None) -> np.ndarray:
+    """Each row's place (0..n-1) when sorted by its order_keys (`keys` if given): a function
+    of the rows' content, so choices made by it do not depend on the order rows arrive in."""
+    keys = order_keys(rows) if keys is None else keys
     order = np.empty(len(rows), dtype=np.int64)
-    order[np.lexsort(keys[::-1])] = np.arange(len(rows))
+    order[np.argsort(keys.to_numpy(dtype=object), kind="stable")] = np.arange(len(rows))
     return order
 
 
@@ -134,47 +175,83 @@ def _dedupe(rows: pd.DataFrame, alive: pd.Series, cfg: DedupeConfig, prefix: str
     return out
 
 
-def curate(traces: pd.DataFrame, cfg: CurateConfig, *,
-           judge: Callable[[list[str]], list[str]] | None = None,
-           timings: dict[str, float] | None = None) -> pd.DataFrame:
-    """Parsed, verified and flagged copy of `traces` (needs prompt_id, problem, reference, text;
-    sample_index and request_id fix the order among a prompt's samples)."""
-    from distill.data.decontam import flag_contaminated
-    from distill.data.filters import apply_filters
+def _lap(timings: dict[str, float] | None) -> Callable[[str], None]:
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+    return lap
+
+
+def parse_and_verify(traces: pd.DataFrame, cfg: CurateConfig, *,
+                     judge: Callable[[list[str]], list[str]] | None = None,
+                     lap: Callable[[str], None] = lambda name: None) -> pd.DataFrame:
+    """Rules 1-2 on any batch of traces: the parsed columns, `parse_error` (for flag_rows) and
+    `correct`. Each row's result depends on that row alone."""
     from distill.data.parsing import parse_frame
-    from distill.data.selection import select_samples
     from distill.data.verify import verify_frame
 
     require_columns(traces, REQUIRED, "curate", fix="curate reads the generate stage's traces "
                     "(prompt_id, problem, reference, text); pass a frame with those columns")
-    timings = timings if timings is not None else {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - clock
-        clock = now
-
-    reasoning = "reasoning" if "reasoning" in traces and traces["reasoning"].notna().any() else None
-    rows = parse_frame(traces.drop(columns=["reasoning"]) if reasoning is None and "reasoning" in traces
-                       else traces, text_column="text", reasoning_column=reasoning,
-                       think_required=cfg.parse.think_required, timeout_s=cfg.parse.timeout_s)
-    parse_reasons = rows.pop("parse_error")
+    rows = parse_frame(traces, text_column="text", think_required=cfg.parse.think_required,
+                       reasoning_column="reasoning" if "reasoning" in traces else None,
+                       timeout_s=cfg.parse.timeout_s)
     if cfg.parse.answer_fallback:
         missing = rows["final_answer"].isna()
         rows.loc[missing, "final_answer"] = rows.loc[missing, "answer_text"].where(
             rows.loc[missing, "answer_text"].str.strip() != "", None)
-    rows[_ORDER] = canonical_order(rows)
     lap("parse")
     rows["correct"] = verify_frame(rows, cfg.verify, judge=judge)
     lap("verify")
-    reasons = combine_reasons(parse_reasons,
+    return rows
+
+
+def flag_rows(rows: pd.DataFrame, cfg: CurateConfig, *, index: DecontamIndex | None = None,
+              lap: Callable[[str], None] = lambda name: None) -> pd.DataFrame:
+    """Rules 3-4 on parse_and_verify's rows: `reject_reason` (the first per-row reason, None
+    for survivors) in place of `parse_error`. `index`: a prebuilt decontamination index."""
+    from distill.data.decontam import flag_contaminated
+    from distill.data.filters import apply_filters
+
+    rows = rows.copy()
+    reasons = combine_reasons(rows.pop("parse_error"),
                               apply_filters(rows.assign(prompt=rows["problem"]), cfg.filters))
     lap("filters")
     if cfg.decontam.enabled:
-        reasons = combine_reasons(reasons, flag_contaminated(rows, cfg.decontam, column="problem"))
+        reasons = combine_reasons(reasons, flag_contaminated(rows, cfg.decontam,
+                                                             column="problem", index=index))
     lap("decontam")
+    rows["reject_reason"] = reasons
+    return rows
+
+
+def select(rows: pd.DataFrame, reasons: pd.Series, order: np.ndarray,
+           cfg: CurateConfig) -> pd.DataFrame:
+    """Rule 8 over rows holding whole prompts: `rows` with its final `reject_reason` and
+    `keep` (order: the rows' canonical order, or any order that agrees with it)."""
+    from distill.data.selection import select_samples
+
+    rows = rows.drop(columns=["reject_reason", _ORDER], errors="ignore")
+    reasons = combine_reasons(reasons, select_samples(rows, cfg.selection,
+                                                      already_rejected=reasons, order=order))
+    rows["reject_reason"] = reasons
+    rows["keep"] = reasons.isna()
+    return rows
+
+
+def curate(traces: pd.DataFrame, cfg: CurateConfig, *,
+           judge: Callable[[list[str]], list[str]] | None = None,
+           timings: dict[str, float] | None = None) -> pd.DataFrame:
+    """Parsed, verified and flagged copy of `traces` (needs prompt_id, problem, reference, text;
+    sample_index and request_id fix the order among a prompt's samples), in this process. The
+    curate stage runs the same rules on Ray Data (data.curate_ray), with equal results."""
+    lap = _lap(timings)
+    rows = flag_rows(parse_and_verify(traces, cfg, judge=judge, lap=lap), cfg, lap=lap)
+    rows[_ORDER] = canonical_order(rows)
+    reasons = rows["reject_reason"]
     if cfg.dedupe_prompts is not None:
         reasons = combine_reasons(reasons, _dedupe(rows, reasons.isna(), cfg.dedupe_prompts, "prompt_", "prompt"))
     if cfg.dedupe_responses is not None:
@@ -183,10 +260,6 @@ def curate(traces: pd.DataFrame, cfg: CurateConfig, *,
         reasons = combine_reasons(reasons, _dedupe(rows, reasons.isna(), cfg.dedupe_across_prompts,
                                                    "cross_prompt_", "response"))
     lap("dedupe")
-    order = rows.pop(_ORDER)
-    reasons = combine_reasons(reasons, select_samples(rows, cfg.selection, already_rejected=reasons,
-                                                      order=order))
+    rows = select(rows, reasons, rows[_ORDER].to_numpy(), cfg)
     lap("selection")
-    rows["reject_reason"] = reasons
-    rows["keep"] = reasons.isna()
     return rows

@@ -6,9 +6,10 @@
 `map_batches` sketches each batch and emits one row per text for its exact key and one per
 (text, band) for its bucket; one shuffle (`groupby(part).map_groups`) brings equal keys
 together, where the same code as the one-process path turns them into pairs; the pairs (few)
-are clustered on the driver, and a last `map_batches` adds `dedupe_reason` by id. The input is
-read twice (sketch, then attach); the flagged ids must fit in the driver's memory. The result
-equals `flag_duplicates(df, cfg, column=..., order_column=id_column)` on the same rows.
+are clustered on the driver (`duplicate_reasons`: the flagged ids), and a last `map_batches`
+adds `dedupe_reason` by id. The input is read twice (sketch, then attach); the flagged ids must
+fit in the driver's memory. The result equals `flag_duplicates(df, cfg, column=...,
+order_column=id_column)` on the same rows.
 """
 from __future__ import annotations
 
@@ -78,6 +79,20 @@ def _reasons_on_driver(pairs: pd.DataFrame, keep: str) -> pd.Series:
     return pd.Series(reasons[flagged], index=ids[flagged], dtype=object)
 
 
+def duplicate_reasons(ds: Any, cfg: DedupeConfig, *, column: str, id_column: str,
+                      partitions: int) -> pd.Series:
+    """The reason of every flagged id (index: id), as flag_duplicates gives them with rows
+    ordered by `id_column`; rows sharing an id act as one (a self-pair changes nothing). The
+    rows stay on the workers: the driver holds the pairs and the flagged ids."""
+    columns = list(dict.fromkeys(c for c in (id_column, column, cfg.within) if c is not None))
+    pairs = ds.select_columns(columns).map_batches(
+        _ray_rows, batch_format="pandas",
+        fn_kwargs={"cfg": cfg, "column": column, "id_column": id_column, "parts": partitions},
+    ).groupby("part", num_partitions=partitions).map_groups(
+        _ray_pairs, batch_format="numpy", fn_kwargs={"cfg": cfg}).to_pandas()
+    return _reasons_on_driver(pairs, cfg.keep)
+
+
 def dedupe_ray(ds: Any, cfg: DedupeConfig, *, column: str, id_column: str,
                partitions: int | None = None) -> Any:
     """`ds` (a ray.data.Dataset with unique `id_column`) plus a `dedupe_reason` column, equal to
@@ -86,12 +101,6 @@ def dedupe_ray(ds: Any, cfg: DedupeConfig, *, column: str, id_column: str,
     import ray
 
     parts = partitions or max(1, -(-ds.count() // 200_000))
-    columns = list(dict.fromkeys(c for c in (id_column, column, cfg.within) if c is not None))
-    pairs = ds.select_columns(columns).map_batches(
-        _ray_rows, batch_format="pandas",
-        fn_kwargs={"cfg": cfg, "column": column, "id_column": id_column, "parts": parts},
-    ).groupby("part", num_partitions=parts).map_groups(
-        _ray_pairs, batch_format="numpy", fn_kwargs={"cfg": cfg}).to_pandas()
-    table = _reasons_on_driver(pairs, cfg.keep)
+    table = duplicate_reasons(ds, cfg, column=column, id_column=id_column, partitions=parts)
     return ds.map_batches(_ray_attach, batch_format="pandas",
                           fn_kwargs={"reasons": ray.put(table), "id_column": id_column})

@@ -112,10 +112,18 @@ def _verdict(gold: list, pred: list) -> bool | None:
     return False if _is_math(gold) and _is_math(pred) else None  # a side only fell back to text
 
 
+def _load() -> None:
+    """Import math-verify (and sympy) before an alarm starts: the first import in a process
+    takes seconds (more on a busy machine), which must not count against an item's timeout."""
+    import math_verify.grader
+    import math_verify.parser  # noqa: F401
+
+
 def verify_one(gold: Answer | None, pred: Answer | None, timeout_s: float = 5.0) -> bool | None:
     """One verdict, in this process; must run in the main thread (it sets SIGALRM)."""
     if not (present(gold) and present(pred)):
         return None
+    _load()
     try:
         with _alarm(timeout_s):
             return _verdict(_parse(gold), _parse(pred))
@@ -135,6 +143,7 @@ def group_equivalent(answers: Sequence[Answer | None], timeout_s: float = 5.0) -
     math-verify's True with the member as gold), else opens the next group. An unreadable or
     timed-out comparison is "not equal". Each answer is parsed once, each comparison under its
     own alarm; must run in the main thread."""
+    _load()
     reps: list[tuple[str, list]] = []
     out: list[int | None] = []
     for answer in answers:

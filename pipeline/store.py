@@ -52,14 +52,22 @@ def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, redact(json.dumps(obj, indent=2, sort_keys=True, default=str)) + "\n")
 
 
-def write_parquet(df: "pd.DataFrame", path: Path) -> None:  # noqa: F821
-    """Write a DataFrame as one Parquet file, atomically, with secrets masked in its text."""
+def write_parquet(df: "pd.DataFrame", path: Path, types: dict | None = None) -> None:  # noqa: F821
+    """Write a DataFrame as one Parquet file, atomically, with secrets masked in its text.
+    `types` ({column: pyarrow type}) fixes those columns' types (others are inferred), so the
+    parts of one dataset agree even where a part's column is empty or all null."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    pq.write_table(pa.Table.from_pandas(redact_frame(df), preserve_index=False), tmp)
+    df = redact_frame(df)
+    schema = None
+    if types:
+        schema = pa.Schema.from_pandas(df, preserve_index=False)
+        schema = pa.schema([pa.field(f.name, types.get(f.name, f.type)) for f in schema],
+                           metadata=schema.metadata)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False, schema=schema), tmp)
     os.replace(tmp, path)
 
 

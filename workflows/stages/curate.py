@@ -1,4 +1,9 @@
-"""curate: parse, verify, filter, decontaminate, dedupe and select the teacher's traces."""
+"""curate: parse, verify, filter, decontaminate, dedupe and select the teacher's traces.
+
+The rows stay on the Ray workers (data.curate_ray), on a laptop's local Ray as on a cluster:
+they read generate's Parquet and write this stage's data/ and rejected/ parts; the driver
+plans, counts and writes the manifest.
+"""
 from __future__ import annotations
 
 from distill.pipeline.errors import RecipeError
@@ -8,7 +13,7 @@ from distill.workflows.recipe import Recipe
 
 class CurateStage:
     name = "curate"
-    version = "3"  # 3: parse_timeout (a per-row parse budget)
+    version = "4"  # 4: on Ray Data, written in parts; text digest breaks order ties
     needs = ("generate",)
     resumable = False
 
@@ -17,7 +22,8 @@ class CurateStage:
         return {"curate": recipe.curate, "seed": recipe.seed if judged else None}
 
     def run(self, ctx: StageContext) -> StageResult:
-        from distill.data.curate import curate
+        from distill.data.curate_ray import curate_on_ray
+        from distill.pipeline.cluster import ensure_ray
 
         cfg = ctx.recipe.curate
         judge = None
@@ -28,13 +34,8 @@ class CurateStage:
                 raise RecipeError("curate.verify: the judge is on but curate.judge_teacher is not set",
                                   fix="add curate.judge_teacher (backend, model, endpoint) or turn the judge off")
             judge = teacher_judge(cfg.judge_teacher, ctx.recipe.seed)
-        traces = ctx.inputs["generate"].to_pandas()
-        ctx.progress("traces", 0, len(traces))
-        timings: dict[str, float] = {}
-        rows = curate(traces, cfg, judge=judge, timings=timings)
-        ctx.progress("traces", len(rows), len(rows))
-        kept = rows[rows["keep"]]
-        extra = {"seconds_by_rule": {k: round(v, 3) for k, v in timings.items()},
-                 "prompts_with_kept_trace": int(kept["prompt_id"].nunique()),
-                 "teacher_pass_rate": float(rows["correct"].fillna(False).astype(bool).mean()) if len(rows) else 0.0}
-        return StageResult(rows=rows, rows_in=len(traces), extra=extra)
+        ensure_ray(ctx.recipe.ray.address, ctx.recipe.ray.num_cpus)
+        counts, extra = curate_on_ray(ctx.inputs["generate"].path / "data", cfg, ctx.out_dir,
+                                      judge=judge, progress=ctx.progress)
+        return StageResult(rows=None, rows_in=counts["rows_in"], extra={**extra, "counts": counts},
+                           already_written=True)

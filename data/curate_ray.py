@@ -1,0 +1,278 @@
+"""The curate stage on Ray Data: `curate_on_ray(traces_dir, cfg, out_dir) -> (counts, extra)`.
+
+    counts, extra = curate_on_ray(gen_dir / "data", cfg, out_dir, judge=None)
+
+The same rules as data.curate.curate, with the rows on the workers; the driver plans, holds
+object references, small tables of flagged ids, and one line per written part:
+1-4. `read_parquet` -> `map_batches` (function UDFs: math-verify's alarm needs a task's main
+     thread; each verification under its own timeout): parse, verify, the R1 filters, and
+     decontamination against an index built once and broadcast (ray.put). An opt-in judge runs
+     as one actor between verify and the filters. The result is materialized once.
+5.   prompt dedupe: data.dedupe_ray's shuffle on MinHash band keys over one row per prompt.
+6.   response dedupe, within a prompt (the default): inside each part (below); any other scope
+     is a band-key shuffle like 5.
+7.   opt-in cross-prompt dedupe: a band-key shuffle, after 6 (a first pass over the parts).
+8.   selection: every row carries `_part`, a hash of its prompt id, so a groupby on it brings
+     each prompt's samples together; there the last rules run and the worker writes the part
+     (pipeline.accounting.split_and_write_ray: data/ and rejected/ part-<n>.parquet, rows in
+     canonical order, so the files do not depend on the order rows arrived in).
+Choices between rows follow the canonical order key (data.curate.order_keys), the same on any
+worker, so the output equals curate()'s row for row.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from distill.data.curate import (
+    _ORDER,
+    CurateConfig,
+    _dedupe,
+    canonical_order,
+    flag_rows,
+    order_keys,
+    parse_and_verify,
+    select,
+)
+from distill.pipeline.accounting import (
+    as_frame,
+    combine_reasons,
+    parquet_rows,
+    parquet_types,
+    split_and_write_ray,
+)
+
+KEY, PART = "_curate_key", "_part"
+MADE_TYPES = {"reasoning": pa.string(), "answer_text": pa.string(), "think_closed": pa.bool_(),
+              "n_think_blocks": pa.int64(), "final_answer": pa.string(), "correct": pa.bool_()}
+_cache: OrderedDict[str, Any] = OrderedDict()
+
+
+def _get(ref: Any) -> Any:
+    """A broadcast object (the index, a dedupe table), fetched once per worker process."""
+    import ray
+
+    if ref is None:
+        return None
+    name = ref.hex()
+    if name not in _cache:
+        _cache[name] = ray.get(ref)
+        while len(_cache) > 8:
+            _cache.popitem(last=False)
+    return _cache[name]
+
+
+def _part_of(prompt_ids: pd.Series, parts: int) -> np.ndarray:
+    import xxhash
+
+    return np.array([xxhash.xxh3_64_intdigest(str(p).encode()) % parts
+                     for p in prompt_ids.tolist()], dtype=np.int64)
+
+
+def _rows(batch: Any, cfg: CurateConfig, index: Any, parts: int, flags: bool,
+          done: Any = None) -> pd.DataFrame:
+    """Rules 1-2 (and 3-4 unless a judge comes between) on one batch, with the order key and part;
+    the batch's row count goes to the `done` queue (progress)."""
+    rows = parse_and_verify(as_frame(batch), cfg)
+    rows = flag_rows(rows, cfg, index=_get(index)) if flags else rows
+    rows[KEY] = order_keys(rows)
+    rows[PART] = _part_of(rows["prompt_id"], parts)
+    if done is not None:
+        done.put_nowait(len(rows))
+    return rows
+
+
+@contextmanager
+def _counting(report: Callable[[int], None]) -> Iterator[Any]:
+    """Yield a Ray queue that tasks put row counts in; their running sum goes to `report`."""
+    from ray.util.queue import Empty, Queue
+
+    queue, stop, total = Queue(actor_options={"num_cpus": 0}), threading.Event(), [0]
+
+    def drain() -> None:
+        while not (stop.is_set() and queue.empty()):
+            try:
+                total[0] += queue.get(timeout=0.5)
+            except Empty:
+                continue
+            report(total[0])
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    try:
+        yield queue
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        queue.shutdown()
+
+
+def _flags(batch: Any, cfg: CurateConfig, index: Any) -> pd.DataFrame:
+    batch = as_frame(batch)
+    rows = flag_rows(batch.drop(columns=[KEY, PART]), cfg, index=_get(index))
+    return rows.assign(**{KEY: batch[KEY].to_numpy(), PART: batch[PART].to_numpy()})
+
+
+class _Judge:
+    """The opt-in judge (a teacher) on the rows the rules left undecided: one actor, no alarms."""
+
+    def __init__(self, judge: Callable[[list[str]], list[str]], cfg: CurateConfig):
+        self.judge, self.cfg = judge, cfg.verify.judge
+
+    def __call__(self, batch: Any) -> pd.DataFrame:
+        from distill.data.verify import judge_undecided
+
+        batch = as_frame(batch)
+        correct = judge_undecided(batch, batch["correct"].astype(object), self.cfg, self.judge,
+                                  reference_column="reference", answer_column="final_answer")
+        return batch.assign(correct=correct)
+
+
+def _apply(rows: pd.DataFrame, tables: list[tuple[str, Any]]) -> pd.DataFrame:
+    """Broadcast dedupe verdicts ({id: reason} on `column`) added where a row has no reason yet."""
+    reasons = rows["reject_reason"].astype(object).where(rows["reject_reason"].notna(), None)
+    for column, ref in tables:
+        found = rows[column].map(_get(ref))
+        reasons = combine_reasons(reasons, found.astype(object).where(found.notna(), None))
+    return rows.assign(reject_reason=reasons)
+
+
+def _alive(batch: Any, tables: list[tuple[str, Any]], columns: list[str],
+           one_per_prompt: bool) -> pd.DataFrame:
+    rows = _apply(as_frame(batch), tables)
+    rows = rows.loc[rows["reject_reason"].isna(), columns]
+    return rows.drop_duplicates("prompt_id") if one_per_prompt else rows
+
+
+def _tables(ds: Any, tables: list, dcfg: Any, prefix: str, unit: str, parts: int) -> list:
+    """One broadcast {id: reason} per column of `dcfg`, over the rows alive after `tables`."""
+    import ray
+
+    from distill.data.dedupe_ray import duplicate_reasons
+
+    out = []
+    id_column = "prompt_id" if unit == "prompt" else KEY
+    for column in dcfg.columns:
+        columns = list(dict.fromkeys(c for c in ("prompt_id", id_column, column, dcfg.within) if c))
+        read = list(dict.fromkeys([*columns, "reject_reason", *(key for key, _ in tables)]))
+        alive = ds.select_columns(read).map_batches(_alive, batch_format="pyarrow", fn_kwargs={
+            "tables": tables, "columns": columns, "one_per_prompt": unit == "prompt"})
+        reasons = duplicate_reasons(alive, dcfg, column=column, id_column=id_column,
+                                    partitions=parts)
+        out.append((id_column, ray.put(prefix + reasons.astype(str))))
+    return out
+
+
+def _finish(rows: Any, cfg: CurateConfig, tables: list, responses: bool,
+            select_too: bool = True) -> pd.DataFrame:
+    """The rules over whole prompts, on one part: the broadcast verdicts, response dedupe within
+    each prompt (when `responses`), then selection; rows in canonical order."""
+    rows = _apply(as_frame(rows), tables)
+    order = canonical_order(rows, keys=rows[KEY])
+    rows = rows.iloc[np.argsort(order)].reset_index(drop=True)
+    rows[_ORDER] = np.sort(order)
+    if responses:
+        rows["reject_reason"] = combine_reasons(rows["reject_reason"], _dedupe(
+            rows, rows["reject_reason"].isna(), cfg.dedupe_responses, "", "response"))
+    if not select_too:
+        return rows.drop(columns=[_ORDER])
+    return select(rows.drop(columns=[KEY]), rows["reject_reason"], rows[_ORDER].to_numpy(), cfg)
+
+
+def _stats(rows: pd.DataFrame) -> dict:
+    correct = rows["correct"].astype(object).map(lambda v: v is True or v is np.True_)
+    return {"correct": int(correct.sum()),
+            "prompts_kept": int(rows.loc[rows["keep"], "prompt_id"].nunique())}
+
+
+def _check_columns(names: list[str], cfg: CurateConfig) -> None:
+    """The errors curate() gives for missing columns, before any task runs."""
+    from distill.data.columns import require_columns
+    from distill.data.curate import REQUIRED
+    from distill.data.parsing import PARSED_COLUMNS
+
+    require_columns(pd.DataFrame(columns=names), REQUIRED, "curate", fix="curate reads the "
+                    "generate stage's traces (prompt_id, problem, reference, text)")
+    made = pd.DataFrame(columns=[*names, *PARSED_COLUMNS, "correct"])
+    for dcfg in (cfg.dedupe_prompts, cfg.dedupe_responses, cfg.dedupe_across_prompts):
+        if dcfg is not None:
+            require_columns(made, [*dcfg.columns, dcfg.within], "dedupe",
+                            fix="fix DedupeConfig.columns / within, or the order column passed")
+
+
+def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
+                  judge: Callable[[list[str]], list[str]] | None = None,
+                  progress: Callable[[str, int, int | None], None] = lambda *a: None,
+                  ) -> tuple[dict, dict]:
+    """Curate the Parquet traces in `traces_dir` into out_dir/data and out_dir/rejected on the
+    running Ray (pipeline.cluster.ensure_ray); returns (counts for the manifest, stats)."""
+    import ray
+    from ray.data.context import ShuffleStrategy
+
+    from distill.data.decontam import build_index
+
+    c = cfg.cluster
+    judged = judge is not None and (cfg.verify.method == "judge" or (
+        cfg.verify.method == "math" and cfg.verify.judge.enabled))
+    verify = {"workers": 1}   # Ray runs a task per CPU; each verifies in its main thread
+    if judged:  # the rules in the tasks; the judge asks on its own, between verify and filters
+        verify |= {"method": "math",
+                   "judge": cfg.verify.judge.model_copy(update={"enabled": False})}
+    task = cfg.model_copy(update={"verify": cfg.verify.model_copy(update=verify)})
+    source = ray.data.read_parquet(str(traces_dir))
+    # Shuffles as tasks on the warm workers (a pull-based sort): a hash shuffle starts a pool
+    # of aggregator actors for each groupby, seconds of fixed cost; the datasets made from
+    # `source` share its context, the process's default is left alone.
+    source.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    _check_columns(source.schema().names, cfg)
+    rows_in, types = parquet_rows(traces_dir), parquet_types(traces_dir)   # from the footers
+    progress("traces", 0, rows_in)
+    parts = max(1, math.ceil(rows_in / c.rows_per_part))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    per_block = max(1, min(c.rows_per_block, math.ceil(rows_in / (2 * cpus))))
+    index = ray.put(build_index(cfg.decontam)) if cfg.decontam.enabled and rows_in else None
+    args = {"batch_format": "pyarrow", "batch_size": None, "num_cpus": c.task_cpus,
+            # a task per CPU at most: each new worker process spends seconds on its imports
+            "compute": ray.data.TaskPoolStrategy(size=cpus)}
+    with _counting(lambda n: progress("traces parsed and verified", n, rows_in)) as done:
+        ds = source.repartition(target_num_rows_per_block=per_block).map_batches(
+            _rows, fn_kwargs={"cfg": task, "index": index, "parts": parts, "flags": not judged,
+                              "done": done}, **args)
+        if judged:
+            ds = ds.map_batches(_Judge, fn_constructor_kwargs={"judge": judge, "cfg": cfg},
+                                compute=ray.data.ActorPoolStrategy(size=1), batch_format="pyarrow",
+                                num_cpus=min(c.task_cpus, 0.25)).map_batches(
+                _flags, fn_kwargs={"cfg": task, "index": index}, **args)
+        ds = ds.materialize()
+    tables: list = []
+    if cfg.dedupe_prompts is not None:
+        tables += _tables(ds, tables, cfg.dedupe_prompts, "prompt_", "prompt", parts)
+    responses = cfg.dedupe_responses is not None
+    if responses and cfg.dedupe_responses.within != "prompt_id":
+        tables += _tables(ds, tables, cfg.dedupe_responses, "", "response", parts)
+        responses = False
+    if cfg.dedupe_across_prompts is not None:
+        if responses:  # within-prompt dedupe first, on the parts, then across them
+            ds = ds.groupby(PART, num_partitions=parts).map_groups(
+                partial(_finish, cfg=cfg, tables=tables, responses=True, select_too=False),
+                batch_format="pyarrow", num_cpus=c.task_cpus).materialize()
+            tables, responses = [], False
+        tables += _tables(ds, tables, cfg.dedupe_across_prompts, "cross_prompt_", "response", parts)
+    counts, totals = split_and_write_ray(
+        ds, out_dir, rows_in, part_column=PART, parts=parts, stats=_stats, num_cpus=c.task_cpus,
+        finish=partial(_finish, cfg=cfg, tables=tables, responses=responses),
+        types=types | MADE_TYPES)
+    progress("traces", rows_in, rows_in)
+    extra = {"parts": parts, "prompts_with_kept_trace": totals.get("prompts_kept", 0),
+             "teacher_pass_rate": totals.get("correct", 0) / rows_in if rows_in else 0.0}
+    return counts, extra

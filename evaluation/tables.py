@@ -49,7 +49,7 @@ def verdict(bench: str, p: dict) -> str:
     if abs(diff) > 1e-9 and half > 0:  # the interval narrows about as 1/sqrt(questions)
         needed = math.ceil(q * (half / abs(diff)) ** 2)
         text += (f"; a real difference of this size would need about {needed:,} questions "
-                 "(raise the benchmark's `limit`)")
+                 "(raise the benchmark's limit)")
     return text + "."
 
 

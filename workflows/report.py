@@ -31,6 +31,8 @@ def _funnel(data: dict) -> list[tuple]:
     for stage in [s for s in data["stages"] if s not in ("evaluate", "publish")]:
         mine = [r for r in data["funnel"] if r["stage"] == stage]
         count = {r["outcome"]: r["rows"] for r in mine}
+        if not count.get("in"):
+            continue  # a stage that was off
         reasons = ", ".join(f"{r['outcome'][10:]} {r['rows']:,}" for r in mine
                             if r["outcome"].startswith("rejected: "))
         rows.append((stage, _n(count.get("in")), _n(count.get("kept")), reasons or "none"))
@@ -87,13 +89,21 @@ def _pass_rates(per) -> list[tuple]:
     return out
 
 
-def _loss(history: list[dict]) -> list[tuple]:
-    if not history:
+def _training(t: dict) -> list[tuple]:
+    if not t:
         return []
+    history = t["loss"]
+    out = [("h2", "Training"),
+           ("table", ("", "value"), [("method", t["method"] or "n/a"), ("rows trained on", _n(t["rows"])),
+                                     ("optimizer steps", _n(t["steps"])),
+                                     ("tokens per second", _n(t["tokens_per_second"], 1)),
+                                     ("time", f"{_n(t['seconds'])} s")])]
+    if not history:
+        return out + [("p", "No loss was logged (fewer optimizer steps than train.logging_steps).")]
     step = max(1, -(-len(history) // 8))
     shown = history[::step] + ([history[-1]] if (len(history) - 1) % step else [])
-    return [("h2", "Training"), ("img", "loss", "training loss per optimizer step"),
-            ("table", ("step", "loss"), [(h["step"], f"{h['loss']:.4f}") for h in shown])]
+    return out + [("img", "loss", "training loss per optimizer step"),
+                  ("table", ("step", "loss"), [(h["step"], f"{h['loss']:.4f}") for h in shown])]
 
 
 def _evaluation(summary: dict) -> list[tuple]:
@@ -126,7 +136,7 @@ def report_blocks(data: dict, name: str) -> list[tuple]:
                                     f"{', '.join(data['stages'])}")]
     blocks += [("verdict", line) for line in verdicts(data["evaluation"].get("paired"))]
     blocks += _funnel(data) + _teacher(data["teacher"]) + _lengths(data["traces"])
-    blocks += _pass_rates(data["pass_rates"]) + _loss(data["loss"])
+    blocks += _pass_rates(data["pass_rates"]) + _training(data["training"])
     blocks += _evaluation(data["evaluation"])
     if data["examples"]:
         blocks += [("h2", "Example traces"),

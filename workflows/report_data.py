@@ -92,10 +92,15 @@ def pass_rates(store: RunStore, rows: pd.DataFrame) -> pd.DataFrame | None:
     return per
 
 
-def loss_history(store: RunStore) -> list[dict]:
+def training(store: RunStore) -> dict[str, Any]:
+    """What training measured: steps, rows, tokens/s, seconds and the loss history."""
     if "train" not in store.stage_names():
-        return []
-    return store.stage("train").manifest.get("metrics", {}).get("loss_history", [])
+        return {}
+    m = store.stage("train").manifest
+    metrics = m.get("metrics", {})
+    return {"steps": metrics.get("global_step"), "rows": m.get("kept"), "method": m.get("method"),
+            "tokens_per_second": metrics.get("tokens_per_second"), "seconds": m.get("seconds"),
+            "loss": metrics.get("loss_history", [])}
 
 
 def examples(rows: pd.DataFrame) -> list[dict]:
@@ -117,5 +122,5 @@ def report_data(store: RunStore) -> dict[str, Any]:
     rows = traces(store)
     return {"run": str(store.root), "stages": stages_in_order(store), "funnel": funnel_rows(store),
             "teacher": teacher_stats(store), "traces": rows, "pass_rates": pass_rates(store, rows),
-            "loss": loss_history(store), "evaluation": eval_summary(store),
+            "training": training(store), "evaluation": eval_summary(store),
             "examples": examples(rows) if len(rows) else []}

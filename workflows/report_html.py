@@ -52,6 +52,15 @@ def _verdict_class(text: str) -> str:
     return ""
 
 
+def _example_row(e: dict) -> str:
+    """One example trace as a table row, its reasoning collapsed."""
+    reasoning = (f"<details><summary>{len(e['reasoning']):,} characters</summary>"
+                 f"<pre>{_esc(e['reasoning'])}</pre></details>" if e["reasoning"] else "none")
+    return (f"<tr><td>{_esc(e['outcome'])}</td><td><pre>{_esc(e['problem'])}</pre></td>"
+            f"<td>{reasoning}</td><td><pre>{_esc(e['answer'])}</pre></td>"
+            f'<td>{_esc(e["reference"])}</td><td class="n">{e["tokens"]:,}</td></tr>')
+
+
 def to_html(blocks: list[Block], images: dict[str, bytes], title: str) -> str:
     """One page: every image inline as a data URI, reasoning collapsed in <details>."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -80,12 +89,7 @@ def to_html(blocks: list[Block], images: dict[str, bytes], title: str) -> str:
             out.append(f'<figure><img alt="{_esc(block[2])}" src="data:image/png;base64,{data}">'
                        f"<figcaption>{_esc(block[2])}</figcaption></figure>")
         elif kind == "examples":
-            rows = "".join(
-                f"<tr><td>{_esc(e['outcome'])}</td><td><pre>{_esc(e['problem'])}</pre></td>"
-                f"<td><details><summary>{len(e['reasoning']):,} characters</summary>"
-                f"<pre>{_esc(e['reasoning']) or '(none)'}</pre></details></td>"
-                f"<td><pre>{_esc(e['answer'])}</pre></td><td>{_esc(e['reference'])}</td>"
-                f'<td class="n">{e["tokens"]:,}</td></tr>' for e in block[1])
+            rows = "".join(_example_row(e) for e in block[1])
             out.append('<table class="examples"><thead><tr><th>outcome</th><th>problem</th>'
                        "<th>reasoning</th><th>answer</th><th>reference</th><th>tokens</th></tr>"
                        f"</thead><tbody>{rows}</tbody></table>")

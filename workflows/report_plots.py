@@ -35,8 +35,8 @@ def _png(fig) -> bytes:
 
 def funnel(rows: list[dict]) -> bytes | None:
     """Rows in and kept per stage; rejected rows by stage and reason."""
-    stages = [r["stage"] for r in rows
-              if r["outcome"] == "in" and r["stage"] not in ("evaluate", "publish")]
+    stages = [r["stage"] for r in rows if r["outcome"] == "in" and r["rows"]
+              and r["stage"] not in ("evaluate", "publish")]
     if not stages:
         return None
     count = {(r["stage"], r["outcome"]): r["rows"] for r in rows}
@@ -149,4 +149,5 @@ def evaluation(summary: dict) -> bytes | None:
 
 CHARTS = {"funnel": lambda d: funnel(d["funnel"]), "lengths": lambda d: lengths(d["traces"]),
           "teacher_pass_rates": lambda d: pass_rates(d["pass_rates"]),
-          "loss": lambda d: loss(d["loss"]), "pass_rates": lambda d: evaluation(d["evaluation"])}
+          "loss": lambda d: loss(d["training"].get("loss", [])),
+          "pass_rates": lambda d: evaluation(d["evaluation"])}

@@ -80,26 +80,71 @@ def test_published_folder_loads_with_transformers(smoke_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     work, _ = smoke_run
-    folder = work / "hub" / "smoke-student"
+    folder = work / "run" / "hub" / "smoke-student"  # each run publishes into its own folder
     model = AutoModelForCausalLM.from_pretrained(folder)
     tok = AutoTokenizer.from_pretrained(folder)
     assert model.config.num_hidden_layers == 2
     assert tok.chat_template
     assert list(folder.glob("*.safetensors"))
     card = (folder / "README.md").read_text()
-    assert "tiny-llama" in card and "arithmetic_test" in card and "base_model:" in card
+    assert "tiny-llama (not on the hub)" in card and "arithmetic_test" in card  # no hub id: no base_model
+    assert "model-index:" in card and "within noise" in card
     assert "Student minus base" in card and "stops at" in card  # paired comparison, eval rules
     lineage = json.loads((folder / "lineage.json").read_text())
     assert lineage["data_counts"]["prompts"] == 24
     assert lineage["data_counts"]["traces"] == 48
-    data = pd.read_parquet(work / "hub" / "smoke-student-data" / "data")
+    data = pd.read_parquet(work / "run" / "hub" / "smoke-student-data" / "data")
     assert len(data) == lineage["data_counts"]["trained"]
+    assert [m["role"] for m in data["messages"][0]] == ["user", "assistant"]  # as trained
 
 
 def test_report_plots_exist(smoke_run):
     work, _ = smoke_run
-    for name in ("funnel.png", "lengths.png", "pass_rates.png", "summary.md"):
+    for name in ("index.html", "funnel.png", "lengths.png", "loss.png", "pass_rates.png", "summary.md"):
         assert (work / "run" / "report" / name).stat().st_size > 0
+
+
+HUB_TOKEN = "hf_smoke_test_token_0123456789"
+VLLM_LOAD = """
+import sys
+from vllm import LLM, SamplingParams
+
+if __name__ == "__main__":
+    llm = LLM(sys.argv[1], enforce_eager=True, dtype="bfloat16", max_model_len=512, seed=0)
+    out = llm.chat([{"role": "user", "content": "What is 2 + 2?"}],
+                   SamplingParams(max_tokens=8, temperature=0.0))
+    print("GENERATED", len(out[0].outputs[0].token_ids))
+"""
+
+
+def test_publish_command_round_trip_to_a_hub(smoke_run, distill_home, tmp_path, monkeypatch):
+    """`distill publish` to a Hub-compatible server; the student downloaded into a fresh folder
+    loads and generates with vLLM (CPU); a wrong token is refused without being shown."""
+    from huggingface_hub import ModelCard, constants, snapshot_download
+
+    from distill.pipeline.cluster import CPU_ENGINE_ENV
+    from tests.students.hub_server import HubServer
+
+    work, _ = smoke_run
+    env = {"HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": HUB_TOKEN}
+    with HubServer(tmp_path / "store", tokens={HUB_TOKEN: "tester"}) as hub:
+        args = ["publish", str(work / "run"), "--repo-id", "tester/smoke", "--endpoint", hub.url]
+        out = run_cli(args, home=distill_home, cwd=work, extra_env=env).stdout
+        assert "pushed model tester/smoke@main" in out and "pushed dataset tester/smoke-data@main" in out
+        wrong = run_cli(args, home=distill_home, cwd=work, check=False,
+                        extra_env={**env, "HF_TOKEN": "hf_not_the_right_one_0123456789"})
+        assert wrong.returncode == 2 and "refused the token from HF_TOKEN" in wrong.stdout
+        assert "hf_not_the_right_one" not in wrong.stdout + wrong.stderr
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        folder = snapshot_download("tester/smoke", endpoint=hub.url, token=HUB_TOKEN,
+                                   local_dir=tmp_path / "download")
+    assert ModelCard.load(Path(folder) / "README.md").data.eval_results
+    script = tmp_path / "load_vllm.py"
+    script.write_text(VLLM_LOAD)
+    proc = subprocess.run([sys.executable, str(script), folder], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **CPU_ENGINE_ENV, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert "GENERATED" in proc.stdout, proc.stderr[-3000:]
+    assert int(proc.stdout.split("GENERATED")[1].split()[0]) > 0
 
 
 def test_status_and_show(smoke_run, distill_home):

@@ -64,6 +64,13 @@ def offpolicy_completions(offpolicy: pd.DataFrame | None, tokenizer, think_forma
     return out
 
 
+def _phase(progress: Progress | None, phase: str) -> Callable[[int, int], None] | None:
+    """A (done, total) reporter for a phase other than training, through `progress`."""
+    if progress is None:
+        return None
+    return lambda done, total: progress({"phase": phase, "step": done, "max_steps": total})
+
+
 def _batches(n_rows: int, size: int) -> list[list[int]]:
     return [list(range(i, min(i + size, n_rows))) for i in range(0, n_rows, size)]
 
@@ -159,7 +166,8 @@ def distill_on_policy(rows: pd.DataFrame, offpolicy: pd.DataFrame | None, studen
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     before_file = ckpt_dir / "reverse_kl_before.json"  # kept across crashes, like checkpoints
     if not before_file.exists():
-        before = held_out_reverse_kl(model, tokenizer, teacher, held, cfg, **measure)
+        before = held_out_reverse_kl(model, tokenizer, teacher, held, cfg, **measure,
+                                     progress=_phase(progress, "held-out prompts (before)"))
         before_file.write_text(json.dumps(before))
     before = json.loads(before_file.read_text())
 
@@ -176,7 +184,8 @@ def distill_on_policy(rows: pd.DataFrame, offpolicy: pd.DataFrame | None, studen
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
-    after = held_out_reverse_kl(trainer.model, tokenizer, teacher, held, cfg, **measure)
+    after = held_out_reverse_kl(trainer.model, tokenizer, teacher, held, cfg, **measure,
+                                progress=_phase(progress, "held-out prompts (after)"))
     save_outputs(trainer, tokenizer, tcfg, out_dir)
 
     history = [h for h in trainer.state.log_history if "loss" in h]

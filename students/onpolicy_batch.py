@@ -91,8 +91,10 @@ def sample(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_tokens
 def completion_logits(model, prompts: list[list[int]], completions: list[list[int]],
                       cols: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's next-token logits at every completion token, (B, T, V) (only the vocabulary
-    columns `cols` when given), and the mask (B, T) of real tokens: row b is prompts[b] followed
-    by completions[b], right-padded."""
+    columns `cols` when given), and the mask (B, T) of real tokens. Row b is prompts[b] followed
+    by completions[b], left-padded so every answer ends at the last position: the vocabulary
+    projection then runs on the last T + 1 positions only (`logits_to_keep`), not on the prompts
+    (a teacher's worked examples are most of its input)."""
     device = next(model.parameters()).device
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
     width, t_max = max(lengths), max(1, max(len(c) for c in completions))
@@ -101,11 +103,15 @@ def completion_logits(model, prompts: list[list[int]], completions: list[list[in
     index = torch.zeros(len(prompts), t_max, dtype=torch.long)
     mask = torch.zeros(len(prompts), t_max)
     for b, (p, c) in enumerate(zip(prompts, completions)):
-        ids[b, :lengths[b]] = torch.tensor(p + c)
-        attention[b, :lengths[b]] = 1
-        index[b, :len(c)] = torch.arange(len(p) - 1, len(p) - 1 + len(c))
+        ids[b, width - lengths[b]:] = torch.tensor(p + c)
+        attention[b, width - lengths[b]:] = 1
+        # answer token j sits at width - len(c) + j; the logits predicting it one earlier, which
+        # is offset t_max - len(c) + j in the kept window of the last t_max + 1 positions
+        index[b, :len(c)] = torch.arange(t_max - len(c), t_max)
         mask[b, :len(c)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids.to(device), attention_mask=attention.to(device),
+                   position_ids=positions.to(device), logits_to_keep=t_max + 1).logits
     picked = logits[torch.arange(len(prompts)).unsqueeze(1), index.to(device)]
     return (picked if cols is None else picked[..., cols]), mask.to(device)
 

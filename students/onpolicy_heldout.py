@@ -11,6 +11,7 @@ token over all answers; `per_prompt` the mean of each prompt, for the paired com
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -19,8 +20,10 @@ from distill.students.onpolicy_config import OnPolicyConfig
 
 @torch.no_grad()
 def held_out_reverse_kl(model, tokenizer, teacher, prompts: list, cfg: OnPolicyConfig, *,
-                        vmap=None, align=None, chunk: int = 8) -> dict:
-    """See the module docstring; `prompts` are students.onpolicy_batch.Prompt."""
+                        vmap=None, align=None, chunk: int = 8,
+                        progress: Callable[[int, int], None] | None = None) -> dict:
+    """See the module docstring; `prompts` are students.onpolicy_batch.Prompt; `progress(done,
+    total)` after each chunk of prompts."""
     from distill.students.onpolicy_batch import divergence, sample
 
     n = cfg.held_out_samples
@@ -37,6 +40,8 @@ def held_out_reverse_kl(model, tokenizer, teacher, prompts: list, cfg: OnPolicyC
                                             beta=1.0, estimator="full", align=align)
             sums += per_token.sum(-1).view(len(part), n).sum(-1).tolist()
             counts += mask.sum(-1).view(len(part), n).sum(-1).tolist()
+            if progress:
+                progress(len(counts), len(prompts))
     model.train(was_training)
     tokens = sum(counts)
     return {"mean": sum(sums) / tokens if tokens else float("nan"), "tokens": int(tokens),

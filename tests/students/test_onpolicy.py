@@ -33,6 +33,21 @@ def models(distill_home):
     return resolve_model("tiny-qwen2"), resolve_model("tiny-llama")  # one tokenizer, two models
 
 
+def test_completion_logits_are_the_full_forward_at_the_answer_positions(models):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distill.students.onpolicy_batch import completion_logits
+
+    model = AutoModelForCausalLM.from_pretrained(models[1], dtype=torch.float32)
+    prompts, answers = [[5, 6, 7, 8, 9, 10], [11, 12]], [[20, 21], [30, 31, 32, 33]]
+    logits, mask = completion_logits(model, prompts, answers)  # left-padded, last T + 1 kept
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    for b, (p, a) in enumerate(zip(prompts, answers)):
+        full = model(torch.tensor([p + a])).logits[0, len(p) - 1:len(p) - 1 + len(a)]
+        assert torch.allclose(logits[b, :len(a)], full, atol=1e-5)
+
+
 def test_reverse_kl_falls_and_a_run_resumes_from_its_checkpoint(models, tmp_path):
     from transformers import AutoModelForCausalLM
 

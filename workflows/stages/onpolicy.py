@@ -101,8 +101,9 @@ def distill(rows: pd.DataFrame, offpolicy, student: str, teacher: str, recipe: R
     """Run the chosen backend with the stage's progress bar."""
     cfg = recipe.onpolicy
 
-    def progress(log: dict) -> None:
-        ctx.progress("on-policy steps", int(log.get("step", 0)), log.get("max_steps"))
+    def progress(log: dict) -> None:  # training steps, or another phase (held-out measurement)
+        ctx.progress(log.get("phase", "on-policy steps"), int(log.get("step", 0)),
+                     log.get("max_steps"))
 
     if cfg.backend == "vllm":
         from distill.pipeline.cluster import ensure_ray

@@ -86,6 +86,10 @@ class ClusterConfig(BaseModel):
     task_cpus: float = Field(0.5, gt=0, description="CPUs each task asks Ray for (a fraction, so "
                              "tasks never wait for a whole CPU an actor holds).",
                              json_schema_extra=RUNTIME)
+    sort_shuffle_max_blocks: int = Field(32, ge=0, description="Shuffles over at most this many "
+                                         "blocks run as a sort (tasks: quick to start, but "
+                                         "blocks^2 objects); larger ones as Ray's default "
+                                         "(hash) shuffle.", json_schema_extra=RUNTIME)
 
 
 class CurateConfig(BaseModel):

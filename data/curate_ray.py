@@ -230,10 +230,6 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
                    "judge": cfg.verify.judge.model_copy(update={"enabled": False})}
     task = cfg.model_copy(update={"verify": cfg.verify.model_copy(update=verify)})
     source = ray.data.read_parquet(str(traces_dir))
-    # Shuffles as tasks on the warm workers (a pull-based sort): a hash shuffle starts a pool
-    # of aggregator actors for each groupby, seconds of fixed cost; the datasets made from
-    # `source` share its context, the process's default is left alone.
-    source.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     _check_columns(source.schema().names, cfg)
     rows_in, types = parquet_rows(traces_dir), parquet_types(traces_dir)   # from the footers
     progress("traces", 0, rows_in)
@@ -254,6 +250,12 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
                                 num_cpus=min(c.task_cpus, 0.25)).map_batches(
                 _flags, fn_kwargs={"cfg": task, "index": index}, **args)
         ds = ds.materialize()
+    if ds.num_blocks() <= c.sort_shuffle_max_blocks:
+        # A pull-based sort runs as tasks on the warm workers, where a hash shuffle starts a
+        # pool of aggregator actors (seconds on a small machine), but it makes blocks^2
+        # objects the driver owns: few blocks only. (`ds` and what is made from it share this
+        # context; the process's default is left alone.)
+        ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     tables: list = []
     if cfg.dedupe_prompts is not None:
         tables += _tables(ds, tables, cfg.dedupe_prompts, "prompt_", "prompt", parts)

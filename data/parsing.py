@@ -209,11 +209,11 @@ def _clean_phrase(s: str) -> str:
 def _drop_hope(s: str) -> str:
     """`s` without a closing "[.] I hope it is correct[.]" (from the end: no regex backtracking)."""
     t = s.rstrip()
-    t = t[:-1] if t.endswith(".") else t
+    t = t.removesuffix(".")
     if t[-len(_HOPE):].lower() != _HOPE:
         return s
     t = t[:-len(_HOPE)].rstrip()
-    return t[:-1] if t.endswith(".") else t
+    return t.removesuffix(".")
 
 
 PARSED_COLUMNS = ("reasoning", "answer_text", "think_closed", "n_think_blocks", "final_answer")

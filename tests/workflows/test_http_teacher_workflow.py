@@ -55,7 +55,7 @@ def test_traces_hold_the_servers_answers_reasoning_and_usage(http_run):
     for row in traces.itertuples():
         mode = "reasoning" if row.problem == REASONING else "answer"
         content, reasoning = answer_for(row.problem, mode)
-        assert row.text == content and row.error is None
+        assert row.text == content and pd.isna(row.error)
         assert row.reasoning == reasoning if reasoning else pd.isna(row.reasoning)
         assert row.prompt_tokens == count_tokens(render_user_message("short_math", row.problem))
         assert row.completion_tokens == count_tokens(content, reasoning)

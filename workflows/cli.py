@@ -6,6 +6,7 @@
     distill report DIR [--open]
     distill publish DIR [--repo-id ORG/NAME] [--private/--public] [--revision BRANCH]
                     [--adapter-only] [--overwrite]
+    distill plan RECIPE.yaml [--run-dir DIR] [--set plan.gpu_hour_price=2.5]
     distill recipes
 """
 from __future__ import annotations
@@ -169,6 +170,43 @@ def _print_results(summary: dict) -> None:
         console.print(f"  {line}", markup=False)
     for line in verdicts(summary.get("paired")):
         console.print(f"verdict: {line}", markup=False)
+
+
+@app.command()
+def plan(recipe: Path = typer.Argument(..., help="Recipe YAML (see `distill recipes`)."),
+         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="The run directory the plan is for; the plan and its calibration run go to RUN_DIR/plan/."),
+         set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set plan.gpu_hour_price=2.5.")) -> None:
+    """Estimate tokens, teacher throughput, GPU-hours, money, kept rows, disk and time per stage
+    from a small calibration run through the real stages (workflows.plan)."""
+    from distill.workflows.plan import HEADER, plan_run, stats_lines, table_rows
+    from distill.workflows.preflight import preflight
+    from distill.workflows.recipe import load_recipe
+
+    _quiet_libraries()
+    try:
+        loaded = load_recipe(recipe, set_)
+        notes = preflight(loaded, recipe.resolve())
+        root = choose_run_dir(loaded.name, run_dir)
+        for note in notes:
+            console.print(f"[yellow]warning:[/] {escape(note)}")
+        console.print(f"[bold]distill plan[/] {loaded.name} -> {root / 'plan'}")
+        result = plan_run(loaded, recipe.resolve(), root, console)
+    except DistillError as err:
+        _fail(err)
+    table = Table(title=f"plan: {result['prompts']:,} prompts, {result['samples']:,} samples, "
+                        f"about {result['kept_rows']:,.0f} kept rows")
+    for col in HEADER[:-1]:
+        table.add_column(col)
+    rows = table_rows(result)
+    for row in rows:
+        table.add_row(*(escape(c) for c in row[:-1]))
+    console.print(table)
+    for row in rows:
+        if row[-1]:
+            console.print(f"  {row[0]}: {row[-1]}", markup=False, soft_wrap=True)
+    for line in stats_lines(result):
+        console.print(f"  {line}", markup=False, soft_wrap=True)
+    console.print(f"plan: {result['files'][1]} (and {Path(result['files'][0]).name})", soft_wrap=True)
 
 
 @app.command()

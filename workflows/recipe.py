@@ -27,6 +27,7 @@ from distill.students.config import TrainConfig
 from distill.students.onpolicy_config import OnPolicyConfig
 from distill.students.publish import PublishConfig
 from distill.teachers.config import TeacherConfig
+from distill.workflows.plan_config import PlanConfig
 
 
 class PromptsConfig(BaseModel):
@@ -68,6 +69,8 @@ class Recipe(BaseModel):
         "On-policy distillation after SFT (the onpolicy stage); null: off."))
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig, description=(
+        "Prices and stated speeds for `distill plan` (changes no result)."))
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:

@@ -34,6 +34,10 @@ PROMPT_SETS: dict[str, Callable[[], pd.DataFrame]] = {
     "gsm8k_train": lambda: pd.read_json(BUNDLED_DIR / "prompts" / "gsm8k_train.jsonl.gz", lines=True,
                                         dtype={"id": str, "answer": str}),
     **{name: (lambda n=name: load_benchmark(n)) for name in BENCHMARKS},
+    # Trace sets (bring your own traces, data.trace_sources): real R1-Distill answers to MATH-500.
+    **{f"r1_distill_{m}_math500": (lambda m=m: pd.read_json(
+        BUNDLED_DIR / "traces" / f"r1_distill_{m}_math500.jsonl.gz", lines=True, dtype=False))
+       for m in ("qwen7b", "llama8b")},
 }
 READERS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -227,13 +231,18 @@ def load_prompts(cfg: "PromptsConfig", base_dir: Path | None = None) -> pd.DataF
     empty, a reference that is missing or not text, a repeated id). Raises RecipeError for a
     missing, empty or unreadable file, or missing columns."""
     table = read_table(cfg.source, base_dir=base_dir)
+    if cfg.limit:
+        table = table.head(cfg.limit)
+    traces = getattr(cfg, "traces", None)
+    if traces is not None:  # a trace source: the rows bring their answers (data.trace_sources)
+        from distill.data.trace_sources import expand_traces
+
+        table = expand_traces(table, traces, cfg.problem_column, cfg.source)
     check_columns(table, {"prompts.problem_column": cfg.problem_column,
                           "prompts.answer_column": cfg.answer_column,
                           "prompts.id_column": cfg.id_column}, cfg.source)
     if table.empty:
         raise RecipeError(f"prompts.source: {cfg.source} has no rows", fix="point it at a non-empty prompt set")
-    if cfg.limit:
-        table = table.head(cfg.limit)
     out = table.rename(columns={c: f"source_{c}" for c in ("prompt_id", "problem", "reference")
                                 if c in table.columns and c not in (cfg.problem_column, cfg.answer_column)})
     out = out.reset_index(drop=True)
@@ -245,12 +254,20 @@ def load_prompts(cfg: "PromptsConfig", base_dir: Path | None = None) -> pd.DataF
     ids = table[cfg.id_column].astype(str).reset_index(drop=True) if cfg.id_column else out["problem"].map(stable_id)
     out["prompt_id"] = ids
     reason = pd.Series([None] * len(out), dtype=object)
-    reason[~pd.Series(problem_ok)] = "problem_not_text"
+    if traces is not None:  # a trace source's reasons first (no user turn, before empty_problem)
+        from distill.data.trace_sources import REJECT, number_samples
+
+        reason = out.pop(REJECT).astype(object)
+    reason[reason.isna() & ~pd.Series(problem_ok)] = "problem_not_text"
     reason[reason.isna() & (out["problem"].str.strip() == "")] = "empty_problem"
     if cfg.answer_column:
         reason[reason.isna() & ~pd.Series(reference_ok)] = "reference_not_text"
         reason[reason.isna() & out["reference"].isna()] = "missing_reference"
-    reason[reason.isna() & out["prompt_id"].duplicated()] = "duplicate_prompt_id"
+    if traces is not None:
+        out["sample_index"] = number_samples(out)
+        reason[reason.isna() & out[["prompt_id", "sample_index"]].duplicated()] = "duplicate_sample"
+    else:
+        reason[reason.isna() & out["prompt_id"].duplicated()] = "duplicate_prompt_id"
     out["reject_reason"] = reason
     out["keep"] = reason.isna()
     return _storable(out)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from distill.workflows.stages.curate import CurateStage
 from distill.workflows.stages.evaluate import EvaluateStage
-from distill.workflows.stages.generate import GenerateStage
+from distill.workflows.stages.generate_given import GivenTracesGenerate
 from distill.workflows.stages.onpolicy import OnPolicyStage
 from distill.workflows.stages.prompts import PromptsStage
 from distill.workflows.stages.publish import PublishStage
 from distill.workflows.stages.train import TrainStage
 
-STAGES = [PromptsStage(), GenerateStage(), CurateStage(), TrainStage(), OnPolicyStage(),
+STAGES = [PromptsStage(), GivenTracesGenerate(), CurateStage(), TrainStage(), OnPolicyStage(),
           EvaluateStage(), PublishStage()]

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distill.data.curate import CurateConfig
+from distill.data.trace_sources import TraceSourceConfig
 from distill.evaluation.evaluate import EvalConfig
 from distill.pipeline.errors import RecipeError
 from distill.pipeline.keys import RUNTIME, fingerprint
@@ -40,6 +41,9 @@ class PromptsConfig(BaseModel):
     answer_column: str | None = Field("answer", description="Column with the reference answer (null: none).")
     id_column: str | None = Field(None, description="Column with a stable id; null: a hash of the problem.")
     limit: int | None = Field(None, ge=1, description="Use only the first N prompts (after dropping held-out ones).")
+    traces: TraceSourceConfig | None = Field(None, description=(
+        "The source already holds answers (bring your own traces): which columns; the teacher "
+        "is not asked for these rows (data.trace_sources). null: prompts only."))
 
 
 class RayConfig(BaseModel):

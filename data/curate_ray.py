@@ -4,6 +4,8 @@
 
 The same rules as data.curate.curate, with the rows on the workers; the driver plans, holds
 object references, small tables of flagged ids, and one line per written part:
+0.   opt-in (verify.majority_reference): the rows without a reference are parsed and grouped
+     by prompt_id; each group's majority answer goes into a broadcast table (data.majority).
 1-4. `read_parquet` -> `map_batches` (function UDFs: math-verify's alarm needs a task's main
      thread; each verification under its own timeout): parse, verify, the R1 filters, and
      decontamination against an index built once and broadcast (ray.put). An opt-in judge runs
@@ -42,6 +44,7 @@ from distill.data.curate import (
     flag_rows,
     order_keys,
     parse_and_verify,
+    parse_rows,
     select,
 )
 from distill.pipeline.accounting import (
@@ -55,6 +58,8 @@ from distill.pipeline.accounting import (
 KEY, PART = "_curate_key", "_part"
 MADE_TYPES = {"reasoning": pa.string(), "answer_text": pa.string(), "think_closed": pa.bool_(),
               "n_think_blocks": pa.int64(), "final_answer": pa.string(), "correct": pa.bool_()}
+MAJORITY_TYPES = {"reference": pa.string(), "reference_source": pa.string(),
+                  "majority_agreement": pa.float64()}
 _cache: OrderedDict[str, Any] = OrderedDict()
 
 
@@ -79,11 +84,47 @@ def _part_of(prompt_ids: pd.Series, parts: int) -> np.ndarray:
                      for p in prompt_ids.tolist()], dtype=np.int64)
 
 
+def _no_reference(batch: Any, cfg: CurateConfig) -> pd.DataFrame:
+    """The parsed answers and order keys of a batch's rows without a reference answer."""
+    from distill.data.mathverify import present
+
+    rows = as_frame(batch)
+    rows = parse_rows(rows[~rows["reference"].map(present)], cfg)
+    return pd.DataFrame({"prompt_id": rows["prompt_id"].astype(object).to_numpy(),
+                         "final_answer": rows["final_answer"].astype(object).to_numpy(),
+                         "answer_text": rows["answer_text"].astype(object).to_numpy(),
+                         KEY: order_keys(rows).astype(object).to_numpy()})
+
+
+def _majority_group(rows: pd.DataFrame, timeout_s: float) -> pd.DataFrame:
+    from distill.data.majority import majority_table
+
+    return majority_table(rows, rows[KEY], timeout_s=timeout_s, workers=1)
+
+
+def _majority(source: Any, cfg: CurateConfig, args: dict) -> Any:
+    """verify.majority_reference's table ({prompt_id: (reference, agreement)}) for the prompts
+    without a reference, made on the workers (a groupby on prompt_id), broadcast; None when off."""
+    import ray
+
+    if not cfg.verify.majority_reference.enabled:
+        return None
+    answers = source.map_batches(_no_reference, fn_kwargs={"cfg": cfg}, **args).materialize()
+    table = {}
+    if answers.count():
+        found = answers.groupby("prompt_id").map_groups(
+            _majority_group, fn_kwargs={"timeout_s": cfg.verify.timeout_s},
+            batch_format="pandas", num_cpus=args["num_cpus"]).to_pandas()
+        table = {p: (r if isinstance(r, str) else None, float(a)) for p, r, a in
+                 zip(found["prompt_id"], found["majority_reference"], found["majority_agreement"])}
+    return ray.put(table)
+
+
 def _rows(batch: Any, cfg: CurateConfig, index: Any, parts: int, flags: bool,
-          done: Any = None) -> pd.DataFrame:
+          done: Any = None, majority: Any = None) -> pd.DataFrame:
     """Rules 1-2 (and 3-4 unless a judge comes between) on one batch, with the order key and part;
     the batch's row count goes to the `done` queue (progress)."""
-    rows = parse_and_verify(as_frame(batch), cfg)
+    rows = parse_and_verify(as_frame(batch), cfg, majority=_get(majority))
     rows = flag_rows(rows, cfg, index=_get(index)) if flags else rows
     rows[KEY] = order_keys(rows)
     rows[PART] = _part_of(rows["prompt_id"], parts)
@@ -240,10 +281,11 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
     args = {"batch_format": "pyarrow", "batch_size": None, "num_cpus": c.task_cpus,
             # a task per CPU at most: each new worker process spends seconds on its imports
             "compute": ray.data.TaskPoolStrategy(size=cpus)}
+    majority = _majority(source, task, args) if rows_in else None
     with _counting(lambda n: progress("traces parsed and verified", n, rows_in)) as done:
         ds = source.repartition(target_num_rows_per_block=per_block).map_batches(
             _rows, fn_kwargs={"cfg": task, "index": index, "parts": parts, "flags": not judged,
-                              "done": done}, **args)
+                              "done": done, "majority": majority}, **args)
         if judged:
             ds = ds.map_batches(_Judge, fn_constructor_kwargs={"judge": judge, "cfg": cfg},
                                 compute=ray.data.ActorPoolStrategy(size=1), batch_format="pyarrow",
@@ -273,7 +315,7 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
     counts, totals = split_and_write_ray(
         ds, out_dir, rows_in, part_column=PART, parts=parts, stats=_stats, num_cpus=c.task_cpus,
         finish=partial(_finish, cfg=cfg, tables=tables, responses=responses),
-        types=types | MADE_TYPES)
+        types=types | MADE_TYPES | (MAJORITY_TYPES if majority is not None else {}))
     progress("traces", rows_in, rows_in)
     extra = {"parts": parts, "prompts_with_kept_trace": totals.get("prompts_kept", 0),
              "teacher_pass_rate": totals.get("correct", 0) / rows_in if rows_in else 0.0}

@@ -24,6 +24,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from distill.data.majority import MajorityReferenceConfig
 from distill.data.mathverify import (
     IN_PROCESS_MAX,
     Answer,
@@ -77,6 +78,9 @@ class VerifyConfig(BaseModel):
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The optional judge.")
     code: CodeVerifyConfig = Field(default_factory=CodeVerifyConfig, description="Sandbox "
                                    "limits and threads for method='code' (data.verify_code).")
+    majority_reference: MajorityReferenceConfig = Field(
+        default_factory=MajorityReferenceConfig, description="A prompt without a reference "
+        "answer takes its samples' majority answer (data.majority); off by default.")
 
 
 def verify_math(pairs: Sequence[tuple[Answer | None, Answer | None]], *, timeout_s: float = 5.0,

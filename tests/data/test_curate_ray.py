@@ -179,3 +179,14 @@ def test_no_traces_give_empty_parts(ray_local, tmp_path):
     assert counts == {"rows_in": 0, "kept": 0, "rejected": {}}
     for part in ("data", "rejected"):
         assert [p.name for p in (tmp_path / "out" / part).iterdir()] == ["part-00000.parquet"]
+
+
+def test_majority_references_on_ray_give_the_local_result(ray_local, tmp_path):
+    from tests.data.test_majority import majority_config, majority_traces
+
+    cfg = majority_config()
+    cfg.cluster.rows_per_part = 4
+    counts, out = _check_equal(majority_traces(), cfg, tmp_path, files=3, seed=3)
+    assert counts["rejected"] == {"no_reference": 7, "wrong_answer": 2}
+    kept = read_parquet_dir(out / "data")
+    assert set(kept["reference_source"]) == {"majority", "given"}

@@ -2,8 +2,9 @@
 
 Used by the teacher (traces) and by evaluation (student answers). Requests are rows with
 `request_id` and `prompt` (already chat-templated text); results carry `request_id`, `text`,
-`prompt_tokens`, `completion_tokens`, `finish_reason` and `error`, one frame per finished block,
-so callers can write each frame as a shard the moment it exists.
+`prompt_tokens`, `completion_tokens`, `finish_reason` and `error`, one frame per finished block
+(`generate`), or as a Ray Dataset (`dataset`) whose blocks callers write on the workers that made
+them (the generate stage's trace cache shards).
 """
 from __future__ import annotations
 
@@ -161,6 +162,18 @@ class VLLMGenerator:
 
     def generate(self, requests: pd.DataFrame, *, block_rows: int = 256) -> Iterator[pd.DataFrame]:
         """Yield result frames as blocks finish. `requests` needs `request_id` and `prompt`."""
+        ds = self.dataset(requests, block_rows=block_rows)
+        if ds is None:
+            return
+        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+            yield batch
+
+    def dataset(self, requests: pd.DataFrame, *, block_rows: int = 256,
+                carry: tuple[str, ...] = ()) -> Any:
+        """The results as a Ray Dataset (None for no requests), normalised on the workers
+        (normalise_results), so a caller can write each block where it was made. `carry`:
+        request columns that travel through the engine unchanged into the results (e.g. the
+        trace cache's `request_key`)."""
         import ray
         from ray.data.llm import build_processor
 
@@ -168,11 +181,13 @@ class VLLMGenerator:
         max_tokens = spec.sampling.max_tokens
         max_model_len = spec.engine_kwargs().get("max_model_len")
         cpu = spec.on_cpu()
+        carry = tuple(carry)
 
         # Ray Data LLM uses a `request_id` column of its own, so ours travels as `distill_key`.
         def pre(row: dict) -> dict:
             return {"distill_key": row["request_id"], "prompt": row["prompt"],
-                    "sampling_params": spec.request_params(row["request_id"], on_cpu=cpu)}
+                    "sampling_params": spec.request_params(row["request_id"], on_cpu=cpu),
+                    **{c: row[c] for c in carry}}
 
         def post(row: dict) -> dict:
             error = row.get("__inference_error__") or None
@@ -183,27 +198,28 @@ class VLLMGenerator:
                 "completion_tokens": int(row.get("num_generated_tokens") or 0),
                 "finish_reason": "error" if error else _finish_reason(row, max_tokens, max_model_len),
                 "error": str(error) if error else None,
+                **{c: row[c] for c in carry},
             }
 
         processor = build_processor(
             spec.processor_config(), preprocess=pre, postprocess=post,
             preprocess_map_kwargs={"num_cpus": 0.05}, postprocess_map_kwargs={"num_cpus": 0.05},
         )
-        blocks = [requests.iloc[i:i + block_rows][["request_id", "prompt"]]
+        blocks = [requests.iloc[i:i + block_rows][["request_id", "prompt", *carry]]
                   for i in range(0, len(requests), block_rows)]
         if not blocks:
-            return
+            return None
         # from_pandas: one block per shard and no read tasks (a read task wanting a whole CPU
         # deadlocks a 2-CPU machine once the engine holds one).
-        ds = processor(ray.data.from_pandas(blocks))
-        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-            yield normalise_results(batch)
+        return processor(ray.data.from_pandas(blocks)).map_batches(
+            normalise_results, fn_kwargs={"carry": carry}, batch_format="pandas",
+            batch_size=None, num_cpus=0.05)
 
 
 RESULT_COLUMNS = ["request_id", "text", "prompt_tokens", "completion_tokens", "finish_reason", "error"]
 
 
-def normalise_results(batch: pd.DataFrame) -> pd.DataFrame:
+def normalise_results(batch: pd.DataFrame, carry: tuple[str, ...] = ()) -> pd.DataFrame:
     """Result rows in one schema. Rows whose inference failed (a prompt longer than the
     context, an engine error) bypass postprocess in Ray Data LLM (`should_continue_on_error`)
     and arrive with the raw columns (their id in `distill_key`): they become rows with `error`
@@ -233,4 +249,6 @@ def normalise_results(batch: pd.DataFrame) -> pd.DataFrame:
     })
     out["prompt_tokens"] = out["prompt_tokens"].astype("int64")
     out["completion_tokens"] = out["completion_tokens"].astype("int64")
-    return out[RESULT_COLUMNS]
+    for name in carry:  # present on every row: raw (failed) rows keep preprocess's columns
+        out[name] = col(name)
+    return out[[*RESULT_COLUMNS, *carry]]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from distill.pipeline.cluster import writer_identity
 from distill.pipeline.store import write_parquet
 
 
@@ -136,7 +137,8 @@ def _write_part(part: Any, *, out_dir: str, part_column: str,
         rows = flag(rows, pd.Series([None] * len(rows), index=rows.index, dtype=object))
     counts = write_split(rows, Path(out_dir), PART_NAME.format(number), types)
     return pd.DataFrame({"part": [number], "rows": [len(part)], "counts": [json.dumps(counts)],
-                         "stats": [json.dumps(stats(rows) if stats is not None else {})]})
+                         "stats": [json.dumps(stats(rows) if stats is not None else {})],
+                         "writer": [json.dumps(writer_identity())]})
 
 
 def split_and_write_ray(ds: Any, out_dir: Path, rows_in: int, *, part_column: str, parts: int,
@@ -150,9 +152,10 @@ def split_and_write_ray(ds: Any, out_dir: Path, rows_in: int, *, part_column: st
     the part is split and written as data/ and rejected/ part-<number>.parquet: a retried task
     rewrites the same files. `types` ({column: pyarrow type}, e.g. parquet_types of the input
     plus what `finish` adds) gives every part the same column types, whatever its rows hold.
-    `stats(rows) -> {name: number}` is summed over parts (totals). The counts are those of the
-    parts written, checked against rows_in and against the rows the Parquet files hold; the
-    driver holds one line per part, never the rows."""
+    `stats(rows) -> {name: number}` is summed over parts (totals); totals["writers"] lists who
+    wrote each part ({part, node, pid, host}: pipeline.cluster.writer_identity). The counts are
+    those of the parts written, checked against rows_in and against the rows the Parquet files
+    hold; the driver holds one line per part, never the rows."""
     import pyarrow as pa
 
     types = {**(types or {}), "reject_reason": pa.string(), "keep": pa.bool_()}
@@ -171,6 +174,8 @@ def split_and_write_ray(ds: Any, out_dir: Path, rows_in: int, *, part_column: st
         for name, value in json.loads(extra).items():
             totals[name] = totals.get(name, 0) + value
     counts["rejected"] = dict(sorted(counts["rejected"].items(), key=lambda kv: (-kv[1], kv[0])))
+    totals["writers"] = sorted(({"part": int(w["part"]), **json.loads(w["writer"])} for w in lines),
+                               key=lambda w: w["part"])
     check_counts(counts, rows_in, out_dir.name)
     names = {PART_NAME.format(int(w["part"])) for w in lines}
     if not names:   # no rows: empty files, as the pandas form writes

@@ -67,3 +67,19 @@ def vllm_is_cpu_build() -> bool:
         return True
     except metadata.PackageNotFoundError:
         return False
+
+
+def writer_identity() -> dict[str, str]:
+    """Which process writes a file: {node (Ray node id, '' outside Ray), pid, host}, recorded in
+    what the workers write so a test or a user can see where each file was made."""
+    import socket
+
+    node = ""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001  (no Ray: the node is unknown, the pid still says who)
+        node = ""
+    return {"node": node, "pid": str(os.getpid()), "host": socket.gethostname()}

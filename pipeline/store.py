@@ -52,10 +52,12 @@ def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, redact(json.dumps(obj, indent=2, sort_keys=True, default=str)) + "\n")
 
 
-def write_parquet(df: "pd.DataFrame", path: Path, types: dict | None = None) -> None:  # noqa: F821
+def write_parquet(df: "pd.DataFrame", path: Path, types: dict | None = None,  # noqa: F821
+                  metadata: dict[str, str] | None = None) -> None:
     """Write a DataFrame as one Parquet file, atomically, with secrets masked in its text.
     `types` ({column: pyarrow type}) fixes those columns' types (others are inferred), so the
-    parts of one dataset agree even where a part's column is empty or all null."""
+    parts of one dataset agree even where a part's column is empty or all null. `metadata`
+    joins the file's key-value metadata (e.g. which process wrote it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -67,7 +69,11 @@ def write_parquet(df: "pd.DataFrame", path: Path, types: dict | None = None) -> 
         schema = pa.Schema.from_pandas(df, preserve_index=False)
         schema = pa.schema([pa.field(f.name, types.get(f.name, f.type)) for f in schema],
                            metadata=schema.metadata)
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False, schema=schema), tmp)
+    table = pa.Table.from_pandas(df, preserve_index=False, schema=schema)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                              **{k.encode(): v.encode() for k, v in metadata.items()}})
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 

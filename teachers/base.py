@@ -2,12 +2,14 @@
 
 A teacher turns request rows (`request_id`, `messages`) into result frames (`request_id`,
 `text`, `reasoning`, `prompt_tokens`, `completion_tokens`, `finish_reason`, `error`), yielded
-as they finish so the generate stage can write each one as a shard.
+as they finish so the generate stage can write each one as a shard. A teacher that runs on Ray
+(vLLM) also offers `dataset(requests, carry)`: the same frames as a Ray Dataset, whose blocks the
+generate stage writes on the workers that made them.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import pandas as pd
 
@@ -33,15 +35,33 @@ class VLLMTeacher:
                                max_concurrent_batches=cfg.max_concurrent_batches)
 
     def generate(self, requests: pd.DataFrame) -> Iterator[pd.DataFrame]:
+        ds = self.dataset(requests)
+        if ds is not None:
+            yield from ds.iter_batches(batch_format="pandas", batch_size=None)
+
+    def dataset(self, requests: pd.DataFrame, carry: tuple[str, ...] = ()) -> Any:
+        """The result frames as a Ray Dataset (None for no requests), finished on the workers:
+        a caller writes each block where it was made. `carry`: request columns passed through
+        to the results unchanged."""
         from distill.engines.vllm import VLLMGenerator, render_prompts
 
         prompts = render_prompts(self.model, list(requests["messages"]), force_think=self.cfg.force_think)
-        frame = pd.DataFrame({"request_id": requests["request_id"].to_numpy(), "prompt": prompts})
-        for out in VLLMGenerator(self.spec).generate(frame, block_rows=self.cfg.shard_rows):
-            out["reasoning"] = None  # vLLM returns one text; curate splits <think> from it
-            if self.cfg.force_think:
-                out["text"] = "<think>\n" + out["text"]  # the prefilled tag is part of the trace
-            yield out
+        frame = pd.DataFrame({"request_id": requests["request_id"].to_numpy(), "prompt": prompts,
+                              **{c: requests[c].to_numpy() for c in carry}})
+        ds = VLLMGenerator(self.spec).dataset(frame, block_rows=self.cfg.shard_rows, carry=carry)
+        if ds is None:
+            return None
+        return ds.map_batches(_as_trace, fn_kwargs={"force_think": self.cfg.force_think},
+                              batch_format="pandas", batch_size=None, num_cpus=0.05)
+
+
+def _as_trace(out: pd.DataFrame, force_think: bool) -> pd.DataFrame:
+    """vLLM's result block as a teacher's: `reasoning` None (vLLM returns one text; curate splits
+    <think> from it), and with force_think the prefilled tag put back (it is part of the trace)."""
+    out = out.assign(reasoning=pd.Series([None] * len(out), index=out.index, dtype=object))
+    if force_think:
+        out["text"] = "<think>\n" + out["text"]
+    return out
 
 
 def _http_teacher(cfg: TeacherConfig, seed: int) -> Teacher:

@@ -45,7 +45,8 @@ def generate(recipe: Path, run_dir: Path, *overrides: str) -> pd.DataFrame:
     from distill.workflows.distill import STAGES
     from distill.workflows.fingerprints import resolvers
 
-    run_stages(STAGES[:2], load_recipe(recipe, list(overrides)), RunStore(run_dir),
+    upto = [s.name for s in STAGES].index("generate") + 1
+    run_stages(STAGES[:upto], load_recipe(recipe, list(overrides)), RunStore(run_dir),
                console=Console(quiet=True), resolvers=resolvers(recipe.parent), recipe_path=recipe)
     return open_run(run_dir).stage("generate").to_pandas()
 

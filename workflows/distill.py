@@ -1,5 +1,5 @@
-"""The distillation workflow: prompts -> generate -> curate -> train -> [onpolicy] -> evaluate
--> publish (onpolicy only when the recipe has an `onpolicy:` section).
+"""The distillation workflow: prompts -> [select_prompts] -> generate -> curate -> train ->
+[onpolicy] -> evaluate -> publish (onpolicy only when the recipe has an `onpolicy:` section).
 
     distill run workflows/recipes/quickstart.yaml
 
@@ -14,7 +14,8 @@ from distill.workflows.stages.generate_given import GivenTracesGenerate
 from distill.workflows.stages.onpolicy import OnPolicyStage
 from distill.workflows.stages.prompts import PromptsStage
 from distill.workflows.stages.publish import PublishStage
+from distill.workflows.stages.select_prompts import AfterSelection, SelectPromptsStage
 from distill.workflows.stages.train import TrainStage
 
-STAGES = [PromptsStage(), GivenTracesGenerate(), CurateStage(), TrainStage(), OnPolicyStage(),
-          EvaluateStage(), PublishStage()]
+STAGES = [PromptsStage(), SelectPromptsStage(), AfterSelection(GivenTracesGenerate()), CurateStage(),
+          TrainStage(), OnPolicyStage(), EvaluateStage(), PublishStage()]

@@ -1,9 +1,9 @@
 """Recipes: `load_recipe("workflows/recipes/quickstart.yaml", ["train.epochs=2"]) -> Recipe`.
 
 A recipe is plain YAML validated by pydantic models that forbid unknown keys, so a typo stops the
-run before any work with the key's path and the nearest valid name. Sections: prompts, teacher,
-curate, train, onpolicy (optional), evaluate, publish. `--set a.b=value` overrides parse `value`
-as YAML.
+run before any work with the key's path and the nearest valid name. Sections: prompts,
+select_prompts (optional), teacher, curate, train, onpolicy (optional), evaluate, publish, plan.
+`--set a.b=value` overrides parse `value` as YAML.
 
 Includes: a top-level `extends: _base.yaml` (a path relative to the including file; chains
 allowed) loads that file first and deep-merges this one over it: mappings merge key by key,
@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distill.data.curate import CurateConfig
+from distill.data.difficulty import SelectPromptsConfig
 from distill.data.trace_sources import TraceSourceConfig
 from distill.evaluation.evaluate import EvalConfig
 from distill.pipeline.errors import RecipeError
@@ -66,6 +67,8 @@ class Recipe(BaseModel):
     seed: int = Field(0, description="Seed for sampling engines and training.")
     ray: RayConfig = Field(default_factory=RayConfig)
     prompts: PromptsConfig
+    select_prompts: SelectPromptsConfig | None = Field(None, description=(
+        "Difficulty filtering before the teacher runs (the select_prompts stage); null: off."))
     teacher: TeacherConfig
     curate: CurateConfig = Field(default_factory=CurateConfig)
     train: TrainConfig

@@ -13,7 +13,7 @@ import pandas as pd
 
 from distill.pipeline.store import RunStore
 
-ORDER = ("prompts", "generate", "curate", "train", "evaluate", "publish")
+ORDER = ("prompts", "select_prompts", "generate", "curate", "train", "evaluate", "publish")
 GROUP_COLUMNS = ("level", "subject", "source", "type", "difficulty")
 EXAMPLES_PER_OUTCOME = 2
 

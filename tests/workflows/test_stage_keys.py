@@ -164,6 +164,7 @@ SPECIAL = {
     ("train", "max_length"): ({}, 128),
     ("train", "per_device_batch_tokens"): ({}, 2048),
     ("onpolicy", "teacher"): ({}, "tiny-qwen2"),
+    ("select_prompts", "model"): ({}, "tiny-qwen2"),
     ("prompts", "traces", "replace"): ({}, {"<|begin_of_thought|>": "<think>"}),
     ("prompts", "traces", "tokenizer"): ({}, "tiny-qwen2"),
     ("onpolicy", "backend"): ({("onpolicy", "estimator"): "sampled"}, "vllm"),

@@ -69,9 +69,15 @@ def calibration_size(recipe) -> int:
 
 
 def _limited(recipe, n: int):
-    limit = min(n, recipe.prompts.limit or n)
-    return recipe.model_copy(update={"prompts": recipe.prompts.model_copy(update={"limit": limit})},
-                             deep=True)
+    """The recipe with its first n prompts (several `sources`: n split evenly among them)."""
+    p = recipe.prompts
+    sources = getattr(p, "sources", None)
+    if sources:
+        each = max(1, math.ceil(n / len(sources)))
+        cut = [s.model_copy(update={"limit": min(each, s.limit or each)}) for s in sources]
+        return recipe.model_copy(update={"prompts": p.model_copy(update={"sources": cut})}, deep=True)
+    limit = min(n, p.limit or n)
+    return recipe.model_copy(update={"prompts": p.model_copy(update={"limit": limit})}, deep=True)
 
 
 def _run(stages: list, recipe, root: Path, recipe_path: Path | None, console) -> Any:

@@ -225,24 +225,30 @@ def stable_id(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def load_prompts(cfg: "PromptsConfig", base_dir: Path | None = None) -> pd.DataFrame:  # noqa: F821
+def load_prompts(cfg: "PromptsConfig", base_dir: Path | None = None,  # noqa: F821
+                 field: str = "prompts") -> pd.DataFrame:
     """The prompt table with `prompt_id`, `problem`, `reference` and the source's other columns,
     plus `keep`/`reject_reason` for rows that cannot be used (a problem that is not text or is
     empty, a reference that is missing or not text, a repeated id). Raises RecipeError for a
-    missing, empty or unreadable file, or missing columns."""
-    table = read_table(cfg.source, base_dir=base_dir)
+    missing, empty or unreadable file, or missing columns (naming `field`.<key>). With
+    `prompts.sources`, every source's rows, tagged (data.sources)."""
+    if getattr(cfg, "sources", None):
+        from distill.data.sources import load_sources
+
+        return load_sources(cfg.sources, base_dir)
+    table = read_table(cfg.source, field=f"{field}.source", base_dir=base_dir)
     if cfg.limit:
         table = table.head(cfg.limit)
     traces = getattr(cfg, "traces", None)
     if traces is not None:  # a trace source: the rows bring their answers (data.trace_sources)
         from distill.data.trace_sources import expand_traces
 
-        table = expand_traces(table, traces, cfg.problem_column, cfg.source)
-    check_columns(table, {"prompts.problem_column": cfg.problem_column,
-                          "prompts.answer_column": cfg.answer_column,
-                          "prompts.id_column": cfg.id_column}, cfg.source)
+        table = expand_traces(table, traces, cfg.problem_column, cfg.source, field=f"{field}.traces")
+    check_columns(table, {f"{field}.problem_column": cfg.problem_column,
+                          f"{field}.answer_column": cfg.answer_column,
+                          f"{field}.id_column": cfg.id_column}, cfg.source)
     if table.empty:
-        raise RecipeError(f"prompts.source: {cfg.source} has no rows", fix="point it at a non-empty prompt set")
+        raise RecipeError(f"{field}.source: {cfg.source} has no rows", fix="point it at a non-empty prompt set")
     out = table.rename(columns={c: f"source_{c}" for c in ("prompt_id", "problem", "reference")
                                 if c in table.columns and c not in (cfg.problem_column, cfg.answer_column)})
     out = out.reset_index(drop=True)

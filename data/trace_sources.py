@@ -93,12 +93,12 @@ def _turns(value: object) -> list[tuple[str, object]]:
 
 
 def _from_conversations(table: pd.DataFrame, cfg: TraceSourceConfig, problem_column: str,
-                        source: str) -> pd.DataFrame:
+                        source: str, field: str) -> pd.DataFrame:
     column = cfg.conversations_column
     if column not in table.columns:
-        raise RecipeError(f"prompts.traces.conversations_column: column {column!r} is not in "
+        raise RecipeError(f"{field}.conversations_column: column {column!r} is not in "
                           f"{source} (columns: {', '.join(map(str, table.columns))})",
-                          fix="set prompts.traces.conversations_column, or format: columns")
+                          fix=f"set {field}.conversations_column, or format: columns")
     problems, responses, reasons = [], [], []
     for value in table[column]:
         turns = _turns(value)
@@ -150,19 +150,19 @@ def _rewrite(value: object, replace: dict[str, str]) -> object:
 
 
 def expand_traces(table: pd.DataFrame, cfg: TraceSourceConfig, problem_column: str,
-                  source: str) -> pd.DataFrame:
+                  source: str, field: str = "prompts.traces") -> pd.DataFrame:
     """The source's rows as traces: TEXT, REASONING, FINISH, TOKENS, TEACHER, `sample_index`
     (the list position; empty where each row is one trace) and REJECT (a reason or None), beside
     the source's own columns. Raises RecipeError for a column the settings name but the file
     lacks."""
     if cfg.format == "conversations":
-        table = _from_conversations(table, cfg, problem_column, source)
+        table = _from_conversations(table, cfg, problem_column, source, field)
     else:
-        needed = {"prompts.traces.response_column": cfg.response_column}
+        needed = {f"{field}.response_column": cfg.response_column}
         for name in ("reasoning_column", "teacher_column", "finish_reason_column",
                      "completion_tokens_column"):
-            needed[f"prompts.traces.{name}"] = getattr(cfg, name)
-        needed.update({f"prompts.traces.list_columns[{i}]": c for i, c in enumerate(cfg.list_columns)})
+            needed[f"{field}.{name}"] = getattr(cfg, name)
+        needed.update({f"{field}.list_columns[{i}]": c for i, c in enumerate(cfg.list_columns)})
         for field, column in needed.items():
             if column is not None and column not in table.columns:
                 raise RecipeError(f"{field}: column {column!r} is not in {source} "
@@ -256,4 +256,7 @@ def given_rows(given: pd.DataFrame) -> pd.DataFrame:
     rows["cost"] = 0.0
     rows["reject_reason"] = None
     rows["keep"] = True
-    return rows[GENERATE_COLUMNS]
+    tags = [c for c in ("source", "kind") if c in given.columns]  # prompts.sources (data.sources)
+    for c in tags:
+        rows[c] = given[c].to_numpy()
+    return rows[GENERATE_COLUMNS[:3] + tags + GENERATE_COLUMNS[3:]]

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from distill.data.curate import CurateConfig
 from distill.data.difficulty import SelectPromptsConfig
+from distill.data.sources import SourceConfig, check_names
 from distill.data.trace_sources import TraceSourceConfig
 from distill.evaluation.evaluate import EvalConfig
 from distill.pipeline.errors import RecipeError
@@ -33,11 +34,15 @@ from distill.workflows.plan_config import PlanConfig
 
 
 class PromptsConfig(BaseModel):
-    """Where the prompts come from and which columns hold the problem and the reference answer."""
+    """Where the prompts come from and which columns hold the problem and the reference answer:
+    one `source`, or several `sources` (each with its own columns, data.sources)."""
 
     model_config = ConfigDict(extra="forbid")
-    source: str = Field(description="A JSON Lines or Parquet file, or `bundled:NAME` for a set that ships.",
-                        json_schema_extra=fingerprint("prompt_source"))
+    source: str | None = Field(None, description="A JSON Lines or Parquet file, or `bundled:NAME` for a set that ships.",
+                               json_schema_extra=fingerprint("prompt_source"))
+    sources: list[SourceConfig] = Field(default_factory=list, description=(
+        "Several sources instead of `source`, each with its columns, a name tagged on its rows "
+        "(`source`), a task kind and a weight in the training mix (data.sources)."))
     problem_column: str = Field("problem", description="Column with the problem text.")
     answer_column: str | None = Field("answer", description="Column with the reference answer (null: none).")
     id_column: str | None = Field(None, description="Column with a stable id; null: a hash of the problem.")
@@ -45,6 +50,16 @@ class PromptsConfig(BaseModel):
     traces: TraceSourceConfig | None = Field(None, description=(
         "The source already holds answers (bring your own traces): which columns; the teacher "
         "is not asked for these rows (data.trace_sources). null: prompts only."))
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "PromptsConfig":
+        if (self.source is None) == (not self.sources):
+            raise ValueError("give either `source` (one file or bundled set) or `sources` (a list "
+                             "of them, each with a name), not both or neither")
+        if self.sources and (self.traces is not None or self.limit is not None):
+            raise ValueError("with `sources`, set `traces` and `limit` on each source, not on prompts")
+        check_names(self.sources)
+        return self
 
 
 class RayConfig(BaseModel):

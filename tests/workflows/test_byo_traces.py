@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from rich.console import Console
@@ -70,3 +71,71 @@ def test_the_shipped_recipe_curates_the_bundled_traces_without_a_teacher(tmp_pat
     text = open_run(run).stage("generate").to_pandas().set_index("prompt_id").loc["math500_0000", "text"]
     assert text.startswith("Well")
     shutil.rmtree(run)
+
+
+def test_two_sources_one_asked_one_brought_each_row_tagged(tmp_path, distill_home):
+    """prompts.sources: arithmetic prompts for the HTTP teacher and R1-Distill-Llama traces
+    brought as they are; the teacher is asked only for the first, every row keeps its source."""
+    from tests.teachers.http_server import ChatServer
+
+    tree = yaml.safe_load((REPO / "workflows" / "recipes" / "smoke.yaml").read_text())
+    tree["name"] = "two-sources"
+    tree["prompts"] = {"sources": [
+        {"name": "arith", "source": "bundled:arithmetic", "limit": 6, "kind": "math"},
+        {"name": "r1", "source": "bundled:r1_distill_llama8b_math500", "limit": 5, "kind": "math",
+         "answer_column": "ground_truth", "id_column": "item_id",
+         "traces": {"response_column": "full_response", "teacher_column": "model_short_name"}}]}
+    with ChatServer() as server:
+        tree["teacher"].update(backend="openai", model="test-teacher", endpoint={
+            "base_url": server.base_url, "timeout_s": 30, "max_retries": 0, "concurrency": 4})
+        recipe = tmp_path / "two.yaml"
+        recipe.write_text(yaml.safe_dump(tree))
+        run_to_curate(recipe, tmp_path / "run")
+        asked = len(server.received)
+    store = open_run(tmp_path / "run")
+    assert asked == 6 * 2   # two samples of each arithmetic prompt, none for the traces
+    gen = store.stage("generate").to_pandas()
+    assert gen.groupby("source")["teacher"].agg(set).to_dict() == {
+        "arith": {"test-teacher"}, "r1": {"R1-Distill-Llama-8B"}}
+    assert gen["source"].value_counts().to_dict() == {"arith": 12, "r1": 5}
+    assert all(p.startswith(s + "/") for p, s in zip(gen["prompt_id"], gen["source"]))
+    m = store.stage("curate").manifest
+    assert m["rows_in"] == 17
+    curated = pd.concat([store.stage("curate").to_pandas(),
+                         store.stage("curate").to_pandas(rejected=True)])
+    assert len(curated) == 17 and curated["source"].notna().all()
+    assert set(curated.loc[curated["source"] == "r1", "kind"]) == {"math"}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("name", "other"), ("source", "bundled:arithmetic_test"), ("problem_column", "prompt"),
+    ("answer_column", None), ("id_column", None), ("limit", 3), ("kind", "general"),
+    ("weight", 2.0), ("traces", None), ("traces.response_column", "answer_text"),
+    ("traces.reasoning_column", "reasoning_trace"), ("traces.list_columns", ["x"]),
+    ("traces.format", "conversations"), ("traces.conversations_column", "turns"),
+    ("traces.replace", {"a": "b"}), ("traces.teacher", "someone"), ("traces.teacher_column", None),
+    ("traces.finish_reason_column", "f"), ("traces.completion_tokens_column", "t"),
+    ("traces.tokenizer", "tiny-qwen2"),
+])
+def test_every_source_setting_is_in_the_keys(field, value, distill_home):
+    """The walk in test_stage_keys covers the single-source form; this one each setting of a
+    source in `prompts.sources`: it changes the prompts key and so every key after it."""
+    from distill.pipeline.runner import plan_keys
+    from distill.workflows.distill import STAGES
+    from distill.workflows.recipe import Recipe
+    from helpers import RESOLVERS
+
+    tree = yaml.safe_load((REPO / "workflows" / "recipes" / "smoke.yaml").read_text())
+    tree["prompts"] = {"sources": [
+        {"name": "arith", "source": "bundled:arithmetic"},
+        {"name": "r1", "source": "bundled:r1_distill_llama8b_math500", "answer_column": "ground_truth",
+         "id_column": "item_id", "traces": {"response_column": "full_response",
+                                            "teacher_column": "model_short_name"}}]}
+    before = plan_keys(STAGES, Recipe.model_validate(tree), RESOLVERS)
+    node = tree["prompts"]["sources"][1]
+    *path, last = field.split(".")
+    for part in path:
+        node = node[part]
+    node[last] = value
+    after = plan_keys(STAGES, Recipe.model_validate(tree), RESOLVERS)
+    assert {n for n in before if before[n] != after[n]} >= {"prompts", "generate", "curate", "train"}

@@ -67,7 +67,7 @@ def _fill_optional_sections(model_type: type[BaseModel], tree: dict) -> None:
                     and issubclass(a, BaseModel)]
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             sections = [field.annotation]
-        if not sections:
+        if not sections or isinstance(tree.get(name), list):  # a list of sections: left as it is
             continue
         if tree.get(name) is None:
             try:
@@ -164,9 +164,10 @@ SPECIAL = {
     ("train", "max_length"): ({}, 128),
     ("train", "per_device_batch_tokens"): ({}, 2048),
     ("onpolicy", "teacher"): ({}, "tiny-qwen2"),
-    ("select_prompts", "model"): ({}, "tiny-qwen2"),
     ("prompts", "traces", "replace"): ({}, {"<|begin_of_thought|>": "<think>"}),
     ("prompts", "traces", "tokenizer"): ({}, "tiny-qwen2"),
+    ("prompts", "sources"): ({}, []),   # the other form: its fields are walked in test_byo_traces
+    ("select_prompts", "model"): ({}, "tiny-qwen2"),
     ("onpolicy", "backend"): ({("onpolicy", "estimator"): "sampled"}, "vllm"),
     ("onpolicy", "num_workers"): ({("onpolicy", "backend"): "vllm",
                                    ("onpolicy", "estimator"): "sampled"}, 2),

@@ -11,6 +11,8 @@ Nothing here changes any stage's result, so every field is RUNTIME (no stage key
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.pipeline.keys import RUNTIME
@@ -40,6 +42,9 @@ class PlanConfig(BaseModel):
     calibration_prompts: int | None = Field(None, ge=1, json_schema_extra=RUNTIME, description=(
         "Prompts sent through the real prompts/generate/curate stages to measure the teacher; "
         "null: enough for four engine batches (16 to 256)."))
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=RUNTIME, description=(
+        "The hardware priced: cuda (GPUs), cpu; auto: teacher.device as it resolves on this "
+        "machine (so plan on the cluster, or say cuda when planning from a laptop)."))
     gpu_hour_price: float = Field(0.0, ge=0, json_schema_extra=RUNTIME, description=(
         "Price of one GPU-hour (same currency as teacher.cost_per_million_*); 0: not priced."))
     train_tokens_per_s_per_gpu: float | None = Field(None, gt=0, json_schema_extra=RUNTIME,

@@ -20,17 +20,24 @@ def _gpus_per_engine(engine: dict) -> int:
     return int(engine.get("tensor_parallel_size", 1)) * int(engine.get("pipeline_parallel_size", 1))
 
 
-def _on_gpu(device: str) -> bool:
+def _on_gpu(device: str, planned: str = "auto") -> bool:
+    """Whether the priced hardware has GPUs: plan.device, else the engine's device here."""
     from distill.pipeline.cluster import vllm_is_cpu_build
 
+    if planned != "auto":
+        return planned == "cuda"
     return device == "cuda" or (device == "auto" and not vllm_is_cpu_build())
 
 
-def weights_bytes(model: str) -> int:
-    """Bytes of the model's weight files (safetensors / bin), measured on disk."""
+def weights_bytes(model: str) -> int | None:
+    """Bytes of the model's weight files (safetensors / bin), measured on disk; None when the
+    model is not on this machine (a hub id not downloaded yet)."""
     from distill.engines.models import resolve_model
 
-    folder = Path(resolve_model(model))
+    try:
+        folder = Path(resolve_model(model))
+    except Exception:  # noqa: BLE001 - not here: the plan says so instead of guessing
+        return None
     return sum(p.stat().st_size for p in folder.rglob("*")
                if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".gguf"))
 
@@ -78,11 +85,11 @@ def make_plan(recipe, stats: dict, prompts: int, *, base_dir: Path | None = None
         "select_prompts", "on" if sp else "off",
         f"{prompts * sp.samples:,} reference answers -> {selected:,.0f} prompts kept" if sp else "",
         prompts * v.get("select_s_per_prompt", 0.0) if sp else 0.0,
-        _gpus_per_engine(sp.engine) * sp.concurrency if sp and _on_gpu(t.device) else 0, price,
+        _gpus_per_engine(sp.engine) * sp.concurrency if sp and _on_gpu(t.device, p.device) else 0, price,
         sources=(f"kept share {stats['selected_share']['source']}; seconds per prompt measured "
                  "(engine start included)") if sp else "")
 
-    gen_gpus = _gpus_per_engine(t.engine) * t.concurrency if t.backend == "vllm" and _on_gpu(t.device) else 0
+    gen_gpus = _gpus_per_engine(t.engine) * t.concurrency if t.backend == "vllm" and _on_gpu(t.device, p.device) else 0
     token_cost = (prompt_tok * t.cost_per_million_input + completion * t.cost_per_million_output) / 1e6
     rate = v["teacher_tokens_per_s"]
     replicas = t.concurrency if t.backend == "vllm" else 1
@@ -103,7 +110,7 @@ def make_plan(recipe, stats: dict, prompts: int, *, base_dir: Path | None = None
                           samples * v["curate_bytes_per_sample"],
                           f"kept/prompt {stats['kept_per_prompt']['source']}; CPU only")
 
-    train_gpu = tr.use_gpu if tr.use_gpu is not None else _on_gpu(t.device)
+    train_gpu = tr.use_gpu if tr.use_gpu is not None else _on_gpu(t.device, p.device)
     tps = p.train_tokens_per_s_per_gpu or (GPU_TRAIN_TOKENS_S if train_gpu else CPU_TRAIN_TOKENS_S)
     per_row = v["train_tokens_per_row"] or (v["prompt_tokens"] + v["completion_tokens"])
     train_tokens = kept * per_row * tr.epochs
@@ -111,7 +118,9 @@ def make_plan(recipe, stats: dict, prompts: int, *, base_dir: Path | None = None
         train_tokens = min(train_tokens, tr.max_steps * tr.per_device_batch_tokens
                            * tr.num_workers * tr.gradient_accumulation_steps)
     train_s = start + train_tokens / (tps * tr.num_workers)
-    weights = weights_bytes(tr.student)
+    found = weights_bytes(tr.student)
+    weights = found or 0
+    weights_note = "weights measured" if found else "weights not on this machine (counted 0)"
     ckpt = weights * (3 if tr.method == "full" else 0.05) * tr.save_total_limit
     rows["train"] = _row("train", "on", f"{train_tokens:,.0f} tokens ({tr.epochs:g} epochs x "
                          f"{per_row:,.0f} tokens/row)", train_s,
@@ -119,7 +128,7 @@ def make_plan(recipe, stats: dict, prompts: int, *, base_dir: Path | None = None
                          f"tokens/row {stats['train_tokens_per_row']['source']}; "
                          f"{tps:,.0f} tokens/s per worker "
                          f"{'stated (plan.train_tokens_per_s_per_gpu)' if p.train_tokens_per_s_per_gpu else 'assumed'}; "
-                         "weights measured, checkpoints assumed (full: 3x weights, LoRA: 5%)")
+                         f"{weights_note}, checkpoints assumed (full: 3x weights, LoRA: 5%)")
 
     if recipe.onpolicy is not None:
         rows["onpolicy"] = _row("onpolicy", "on", "not modelled", None, 0, price,
@@ -136,10 +145,10 @@ def make_plan(recipe, stats: dict, prompts: int, *, base_dir: Path | None = None
                                     models * start + answers * ev_tokens_each / (ev_rate * ev.concurrency))
     rows["evaluate"] = _row(
         "evaluate", "on" if answers else "off", f"{answers:,} answers ({models} models)", ev_s,
-        _gpus_per_engine(ev.engine) * ev.concurrency if _on_gpu(t.device) else 0, price, 0.0,
+        _gpus_per_engine(ev.engine) * ev.concurrency if _on_gpu(t.device, p.device) else 0, price, 0.0,
         answers * v["generate_bytes_per_sample"] * ev_tokens_each / max(1, v["completion_tokens"]),
         "assumed: answers as long as the teacher's (capped at evaluate max_tokens), at "
-        + ("plan.eval_tokens_per_s" if p.eval_tokens_per_s else "the teacher's measured rate")
+        + ("plan.eval_tokens_per_s" if p.eval_tokens_per_s else "the teacher's rate")
         + ", one engine start per model")
 
     pub = recipe.publish.enabled
@@ -147,7 +156,7 @@ def make_plan(recipe, stats: dict, prompts: int, *, base_dir: Path | None = None
                            (weights / PUBLISH_BYTES_S) if pub else 0.0, 0, price, 0.0,
                            (weights + kept / max(1, samples) * samples
                             * v["curate_bytes_per_sample"]) if pub else 0.0,
-                           "weights measured; copy at 100 MB/s assumed; upload not included")
+                           f"{weights_note}; copy at 100 MB/s assumed; upload not included")
 
     names = stage_names or [s.name for s in STAGES]
     for name in names:  # stages this module does not model yet still get a row

@@ -1,20 +1,25 @@
-"""Multi-worker SFT through Ray Train: `train_with_ray(data, cfg, out_dir)`; train_student calls it
-when `cfg.num_workers > 1`.
+"""Multi-worker SFT through Ray Train: `train_with_ray(None, cfg, out_dir, dataset=ds)`;
+train_student calls it when `cfg.num_workers > 1`.
 
-    TorchTrainer(_train_loop, scaling_config=scaling_config(cfg, use_gpu=False), ...)
+    TorchTrainer(_train_loop, datasets={"train": ds}, dataset_config=OwnBlock(), ...)
 
-Every worker runs students.sft.run_training (or the `run` function given, e.g. an on-policy
+Every worker runs students.sft.train_rows (or the `run` function given, e.g. an on-policy
 round): Ray Train's TorchTrainer sets up torch.distributed (gloo on CPU, NCCL on GPU) and the
-RANK/WORLD_SIZE env that transformers' Trainer reads, so the
-Trainer runs data parallel (each worker takes every num_workers-th planned batch), or sharded with
-`strategy: fsdp` (FSDP2 through accelerate) / `deepspeed_zero3` (a ZeRO-3 config through
-TrainingArguments(deepspeed=...)); those two are for GPU clusters, so here they are built and
-tested as data. The tokenized examples travel once through the object store. Rank 0 writes the
-checkpoints (out_dir/checkpoints) and the final model, so on a multi-node cluster out_dir must be
-storage every node sees (NFS, a mounted bucket); Ray's own run state goes to out_dir/ray.
-Progress dicts from rank 0 come back live through a Ray queue and are passed to `progress` here.
+RANK/WORLD_SIZE env that transformers' Trainer reads, so the Trainer runs data parallel, or
+sharded with `strategy: fsdp` (FSDP2 through accelerate) / `deepspeed_zero3` (a ZeRO-3 config
+through TrainingArguments(deepspeed=...)); those two are for GPU clusters, so here they are
+built and tested as data. SFT's rows reach the workers through Ray Data: each worker reads its
+own block of the curated set with `ray.train.get_dataset_shard("train")` (students.sft_shard:
+every row on exactly one worker, by row_id), tokenizes and packs it, and steps in lockstep with
+the others (students.sft.run_training, own_rows). An on-policy round's examples are one list
+that travels once through the object store, and each worker takes every num_workers-th batch.
+Rank 0 writes the checkpoints (out_dir/checkpoints) and the final model, so on a multi-node
+cluster out_dir must be storage every node sees (NFS, a mounted bucket); Ray's own run state
+goes to out_dir/ray. Progress dicts from rank 0 come back live through a Ray queue and are
+passed to `progress` here; every worker's final metrics come back the same way.
 Facts (Ray 2.60, Train V2 default): TorchTrainer + a transformers Trainer + peft LoRA trains on
-2 CPU workers with resources_per_worker={"CPU": 1}; V2's controller takes no CPU.
+2 CPU workers with resources_per_worker={"CPU": 1}; V2's controller takes no CPU. Ray Train's
+default DataConfig splits with streaming_split(equal=True), which drops up to n-1 rows.
 """
 from __future__ import annotations
 
@@ -95,20 +100,25 @@ def _train_loop(config: dict) -> None:
     module, name = config["run"].split(":")
     run = getattr(importlib.import_module(module), name)
     cfg = TrainConfig.model_validate(config["cfg"])
-    data = ray.get(config["data"])
+    if config["data"] is None:  # this worker's own part of the rows, through Ray Data
+        from distill.students.sft_shard import TRAIN, read_shard
+
+        data = read_shard(ray.train.get_dataset_shard(TRAIN))
+    else:
+        data = ray.get(config["data"])
     queue = config["queue"]
     rank = ray.train.get_context().get_world_rank()
     progress = queue.put if rank == 0 else None
     metrics = run(data, cfg, Path(config["out_dir"]), progress=progress,
                   extra_args=strategy_args(cfg), **config["run_kwargs"])
     metrics["world_size"] = ray.train.get_context().get_world_size()
-    if rank == 0:  # Train V2 keeps reported metrics only with checkpoints: send them ourselves
-        queue.put({_FINAL: metrics})
+    # Train V2 keeps reported metrics only with checkpoints: send them ourselves
+    queue.put({_FINAL: metrics, "rank": rank})
     ray.train.report({"global_step": metrics["global_step"]})
 
 
 def _drain(queue, progress: Callable[[dict], None] | None, stop: threading.Event,
-           final: dict) -> None:
+           final: dict[int, dict]) -> None:
     from ray.util.queue import Empty
 
     while True:
@@ -119,18 +129,22 @@ def _drain(queue, progress: Callable[[dict], None] | None, stop: threading.Event
                 return
             continue
         if _FINAL in item:
-            final.update(item[_FINAL])
+            final[item["rank"]] = item[_FINAL]
         elif progress is not None:
             progress(item)
 
 
-def train_with_ray(data: list[dict], cfg: TrainConfig, out_dir: Path, *,
+def train_with_ray(data: list[dict] | None, cfg: TrainConfig, out_dir: Path, *,
                    progress: Callable[[dict], None] | None = None,
                    use_gpu: bool | None = None, run: str = "distill.students.sft:run_training",
-                   run_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train on `cfg.num_workers` Ray Train workers; returns rank 0's metrics. Each worker calls
-    `run` ("module:function", SFT's run_training by default; on-policy rounds pass theirs) with
-    (data, cfg, out_dir, progress=, extra_args=, **run_kwargs)."""
+                   run_kwargs: dict[str, Any] | None = None,
+                   dataset: Any = None) -> list[dict[str, Any]]:
+    """Train on `cfg.num_workers` Ray Train workers; returns every worker's metrics, by rank.
+    Each worker calls `run` ("module:function") with (its data, cfg, out_dir, progress=,
+    extra_args=, **run_kwargs). Its data: with `dataset` (students.sft_shard.exact_blocks, one
+    block per worker), the rows of its own block, read with `get_dataset_shard` (SFT passes
+    run="distill.students.sft:train_rows"); otherwise the same `data` list on every worker
+    (on-policy rounds), which travels once through the object store."""
     import ray
     from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
@@ -142,10 +156,15 @@ def train_with_ray(data: list[dict], cfg: TrainConfig, out_dir: Path, *,
         use_gpu = cfg.use_gpu if cfg.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     out_dir = Path(out_dir).resolve()
     queue = Queue(actor_options={"num_cpus": 0})
-    config = {"cfg": cfg.model_dump(), "data": ray.put(data), "queue": queue,
+    own = {}
+    if dataset is not None:
+        from distill.students.sft_shard import TRAIN, OwnBlock
+
+        own = {"datasets": {TRAIN: dataset}, "dataset_config": OwnBlock()}
+    config = {"cfg": cfg.model_dump(), "data": None if own else ray.put(data), "queue": queue,
               "out_dir": str(out_dir), "run": run, "run_kwargs": run_kwargs or {}}
     trainer = TorchTrainer(
-        _train_loop, train_loop_config=config,
+        _train_loop, train_loop_config=config, **own,
         scaling_config=scaling_config(cfg, use_gpu=use_gpu),
         run_config=RunConfig(name="sft", storage_path=str(out_dir / "ray"),
                              failure_config=FailureConfig(max_failures=0)))
@@ -158,6 +177,7 @@ def train_with_ray(data: list[dict], cfg: TrainConfig, out_dir: Path, *,
         stop.set()
         drainer.join()
         queue.shutdown()
-    if not final:
-        raise RuntimeError("Ray Train finished but rank 0 sent no metrics; see the worker logs")
-    return final
+    if len(final) != cfg.num_workers:
+        raise RuntimeError(f"Ray Train finished but only workers {sorted(final)} sent metrics; "
+                           "see the worker logs")
+    return [final[r] for r in range(cfg.num_workers)]

@@ -3,14 +3,20 @@
     result = train_student(kept_df, TrainConfig(student=folder, method="lora"), Path("runs/sft"))
     AutoModelForCausalLM.from_pretrained(result.model_dir)     # merged full model + tokenizer
 
-Rows become examples in students.sft_data (rows longer than max_length are rejected with
-reason too_long_for_max_length, or truncated) and are returned in `rejected`. Training is
+`rows` is a pandas frame or a Ray Dataset (the train stage reads the curated Parquet with Ray
+Data). Each Ray Train worker reads its own part of a Dataset (students.sft_shard: every row on
+exactly one worker, by row_id), so the driver never holds the rows; one local process reads its
+single part with the same code. Rows become examples in students.sft_data on the worker that
+holds them (rows longer than max_length are rejected with reason too_long_for_max_length, or
+truncated) and are returned in `rejected`. Training is
 transformers' Trainer (it already does gradient accumulation, schedules, checkpoint/resume, DDP/FSDP/DeepSpeed)
 over batches planned once by students.packing; its dataset items are whole batches, so the
 Trainer's own shuffling shuffles batch order. Checkpoints go to out_dir/checkpoints every
 save_steps; a re-run with the same inputs resumes from the last complete one (a SIGKILL during
 a save leaves an incomplete folder, which is deleted). With num_workers > 1 the same
-`run_training` runs on each Ray Train worker (students.ray_train).
+`train_rows` runs on each Ray Train worker (students.ray_train) over its own rows, batches
+planned by each worker over its rows in row_id order: the same rows give the same batches and
+weights whatever the file order.
 
 The model comes from students.loading, checkpoints are checked by students.checkpoints, and the
 outputs are written by students.export: out_dir/model (loadable with from_pretrained; for LoRA the adapter merged into the base),
@@ -33,7 +39,13 @@ from distill.students.config import TrainConfig, validate_for_machine
 from distill.students.export import save_outputs
 from distill.students.loading import load_model, load_tokenizer, resolve_bf16
 from distill.students.packing import batch_tokens, collate, plan_batches
-from distill.students.sft_data import BatchDataset, check_rows, prepare_examples
+from distill.students.sft_data import (
+    REQUIRED_COLUMNS,
+    BatchDataset,
+    all_overlong,
+    check_rows,
+    prepare_examples,
+)
 
 Progress = Callable[[dict], None]
 
@@ -48,32 +60,91 @@ class TrainResult:
     kept_row_ids: list
     rejected: pd.DataFrame
     metrics: dict[str, Any] = field(default_factory=dict)
+    worker_row_ids: list[list] = field(default_factory=list)  # the rows each worker trained on
 
 
-def train_student(rows: pd.DataFrame, cfg: TrainConfig, out_dir: Path, *,
+def train_student(rows: Any, cfg: TrainConfig, out_dir: Path, *,
                   progress: Progress | None = None) -> TrainResult:
-    """Tokenize, drop/truncate overlong rows, train (locally or on Ray workers), save."""
+    """Tokenize, drop/truncate overlong rows, train (locally or on Ray workers), save. `rows`: a
+    pandas frame or a Ray Dataset (the curated Parquet read by Ray Data). A Dataset, and any run
+    on several workers, goes through students.sft_shard: each worker reads and tokenizes its own
+    part; a frame on one worker trains in this process directly."""
     import torch
 
-    check_rows(rows)
     # on a Ray cluster the workers may have GPUs the driver lacks: use_gpu says so
     validate_for_machine(cfg, has_cuda=torch.cuda.is_available() or bool(cfg.use_gpu))
     out_dir = Path(out_dir)
-    tokenizer = load_tokenizer(cfg)
-    prepared = prepare_examples(rows, cfg, tokenizer)
-    data = prepared.data
+    if isinstance(rows, pd.DataFrame):
+        check_rows(rows)
+        if cfg.num_workers == 1:
+            return _result(cfg, out_dir, [train_rows(rows, cfg, out_dir, progress=progress)])
+        import ray
+
+        from distill.pipeline.cluster import ensure_ray
+
+        ensure_ray()
+        rows = ray.data.from_pandas(rows)
+    from distill.students.sft_shard import exact_blocks, read_shard
+
+    rows = exact_blocks(rows, cfg.num_workers)
+    if rows.count() == 0:
+        check_rows(pd.DataFrame(columns=list(REQUIRED_COLUMNS)))  # "no rows to train on"
     if cfg.num_workers > 1:
         from distill.students.ray_train import train_with_ray
 
-        metrics = train_with_ray(data, cfg, out_dir, progress=progress)
-    else:
-        metrics = run_training(data, cfg, out_dir, progress=progress)
-    metrics.update(rows_kept=len(data), rows_rejected=len(prepared.rejected),
-                   rows_truncated=prepared.truncated)
+        workers = train_with_ray(None, cfg, out_dir, progress=progress, dataset=rows,
+                                 run="distill.students.sft:train_rows")
+    else:  # the same reading code as a Ray Train worker's, in this process
+        workers = [train_rows(read_shard(rows.iterator()), cfg, out_dir, progress=progress)]
+    return _result(cfg, out_dir, workers)
+
+
+def _result(cfg: TrainConfig, out_dir: Path, workers: list[dict]) -> TrainResult:
+    """One TrainResult from every worker's metrics (rank 0's training figures, rows summed)."""
+    metrics = {k: v for k, v in workers[0].items() if k not in _PER_WORKER}
+    real = sum(w["plan_tokens"][0] for w in workers)
+    pad = sum(w["plan_tokens"][1] for w in workers)
+    rejected = pd.DataFrame([r for w in workers for r in w["rejected"]],
+                            columns=["row_id", "reject_reason"])
+    metrics.update(padding_fraction=pad / (real + pad), rows_kept=sum(len(w["row_ids"]) for w in workers),
+                   rows_rejected=len(rejected),
+                   rows_truncated=sum(w["rows_truncated"] for w in workers),
+                   rows_per_worker=[len(w["row_ids"]) for w in workers])
     return TrainResult(model_dir=out_dir / "model",
                        adapter_dir=out_dir / "adapter" if cfg.method != "full" else None,
-                       kept_row_ids=prepared.kept_row_ids, rejected=prepared.rejected,
-                       metrics=metrics)
+                       kept_row_ids=[r for w in workers for r in w["row_ids"]], rejected=rejected,
+                       metrics=metrics, worker_row_ids=[w["row_ids"] for w in workers])
+
+
+_PER_WORKER = ("row_ids", "rejected", "rows_truncated", "plan_tokens")
+
+
+def over_workers(n: int, op: str = "sum") -> int:
+    """n summed (or "max") over the Ray Train workers (torch.distributed); n in one process."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return n
+    t = torch.tensor([n], dtype=torch.long)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return int(t.item())
+
+
+def train_rows(rows: pd.DataFrame, cfg: TrainConfig, out_dir: Path, *,
+               progress: Progress | None = None, extra_args: dict | None = None) -> dict[str, Any]:
+    """Train on this worker's own rows (all rows in a single process): tokenize them, plan their
+    batches, train data parallel with the other workers. Returns the training metrics and this
+    worker's row_ids, rejected rows (row_id, reason), truncated count and plan tokens."""
+    rows = rows.sort_values("row_id", kind="stable") if len(rows) else rows  # not file order
+    prepared = prepare_examples(rows, cfg, load_tokenizer(cfg), allow_empty=True)
+    if over_workers(len(prepared.data)) == 0:
+        raise all_overlong(over_workers(len(rows)), cfg)
+    metrics = run_training(prepared.data, cfg, out_dir, progress=progress, extra_args=extra_args,
+                           own_rows=True)
+    metrics.update(row_ids=list(prepared.kept_row_ids), rows_truncated=prepared.truncated,
+                   rejected=list(zip(prepared.rejected["row_id"], prepared.rejected["reject_reason"])))
+    return metrics
 
 
 def training_args(cfg: TrainConfig, ckpt_dir: Path, **extra: Any):
@@ -111,10 +182,33 @@ def _progress_callback(fn: Progress | None):
     return ProgressCallback()
 
 
+def _own_rows_trainer():
+    """A Trainer whose every worker iterates all of its own dataset: accelerate's dataloader
+    sharding (each rank takes every world_size-th batch) is made a pass-through, the way
+    transformers does it for its rank-aware BatchRebalanceSampler. Shuffling stays accelerate's
+    seeded, per-epoch, resumable sampler."""
+    from accelerate.data_loader import BatchSamplerShard
+    from transformers import Trainer
+
+    class OwnRowsTrainer(Trainer):
+        def get_train_dataloader(self):
+            loader = super().get_train_dataloader()
+            shard = getattr(loader, "batch_sampler", None)
+            if isinstance(shard, BatchSamplerShard):
+                shard.num_processes, shard.process_index = 1, 0
+            return loader
+
+    return OwnRowsTrainer
+
+
 def run_training(data: list[dict], cfg: TrainConfig, out_dir: Path, *,
                  progress: Progress | None = None, extra_args: dict | None = None,
-                 callbacks: list | None = None) -> dict[str, Any]:
-    """Train on tokenized examples in this process (or this Ray worker) and save on rank 0."""
+                 callbacks: list | None = None, own_rows: bool = False) -> dict[str, Any]:
+    """Train on tokenized examples in this process (or this Ray worker) and save on rank 0.
+    `own_rows`: `data` is this worker's own share (students.sft_shard), not the same list on
+    every worker. Each worker then plans its own batches; workers with fewer batches than the
+    most add empty ones (one pad token, no label: no loss, no gradient; the gradient is averaged
+    over the labelled tokens of all workers) so every worker takes the same number of steps."""
     from transformers import PrinterCallback, Trainer, set_seed
 
     set_seed(cfg.seed)
@@ -123,11 +217,18 @@ def run_training(data: list[dict], cfg: TrainConfig, out_dir: Path, *,
     model = load_model(cfg, tokenizer)
     lengths = [len(d["input_ids"]) for d in data]
     plan = plan_batches(lengths, mode=cfg.batching, token_budget=cfg.per_device_batch_tokens,
-                        batch_size=cfg.batch_size, seed=cfg.seed)
+                        batch_size=cfg.batch_size, seed=cfg.seed) if data else []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    trainer = Trainer(
+    served, plan_served, trainer_class = data, plan, Trainer
+    if own_rows:
+        trainer_class = _own_rows_trainer()
+        idle = over_workers(len(plan), "max") - len(plan)
+        if idle:
+            served = [*data, {"input_ids": [pad_id], "labels": [-100]}]
+            plan_served = plan + [[len(data)]] * idle
+    trainer = trainer_class(
         model=model, args=training_args(cfg, out_dir / "checkpoints", **(extra_args or {})),
-        train_dataset=BatchDataset(data, plan), processing_class=tokenizer,
+        train_dataset=BatchDataset(served, plan_served), processing_class=tokenizer,
         data_collator=lambda items: collate(cfg.batching, items[0], pad_id=pad_id),
         callbacks=[_progress_callback(progress), *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # progress goes to `progress`, not stdout
@@ -140,12 +241,13 @@ def run_training(data: list[dict], cfg: TrainConfig, out_dir: Path, *,
     state = trainer.state
     real = state.num_input_tokens_seen - tokens_before
     padded = [batch_tokens(cfg.batching, [lengths[i] for i in b]) for b in plan]
+    plan_real, plan_pad = sum(r for r, _ in padded), sum(p for _, p in padded)
     return {
         "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in state.log_history
                          if "loss" in h],
         "global_step": state.global_step,
         "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
         "real_tokens": int(real), "seconds": seconds, "tokens_per_second": real / seconds,
-        "padding_fraction": sum(p for _, p in padded) / sum(r + p for r, p in padded),
-        "batches_per_epoch": len(plan), "attn_implementation": model.config._attn_implementation,
+        "padding_fraction": plan_pad / max(1, plan_real + plan_pad), "plan_tokens": [plan_real, plan_pad],
+        "batches_per_epoch": len(plan_served), "attn_implementation": model.config._attn_implementation,
     }

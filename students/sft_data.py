@@ -37,8 +37,17 @@ def check_rows(rows: pd.DataFrame) -> None:
                            fix="check the curation funnel: every trace was rejected")
 
 
-def prepare_examples(rows: pd.DataFrame, cfg: TrainConfig, tokenizer) -> Prepared:
-    """Tokenize every row; keep those that fit (or are truncated), reject the rest with reasons."""
+def all_overlong(n: int, cfg: TrainConfig) -> DistillError:
+    return DistillError(f"train_student: all {n} rows are longer than max_length "
+                        f"{cfg.max_length} tokens", fix="raise max_length or set overlong: truncate")
+
+
+def prepare_examples(rows: pd.DataFrame, cfg: TrainConfig, tokenizer, *,
+                     allow_empty: bool = False) -> Prepared:
+    """Tokenize every row; keep those that fit (or are truncated), reject the rest with reasons.
+    `allow_empty`: one worker's shard may be empty or all overlong (the caller checks the sum)."""
+    if allow_empty and rows.empty:
+        return Prepared([], [], pd.DataFrame({"row_id": [], "reject_reason": []}), 0)
     check_rows(rows)
     examples = build_examples(tokenizer, rows["prompt"].tolist(), rows["reasoning"].tolist(),
                               rows["answer_text"].tolist(), think_format=cfg.think_format,
@@ -47,9 +56,8 @@ def prepare_examples(rows: pd.DataFrame, cfg: TrainConfig, tokenizer) -> Prepare
     kept = [i for i, r in enumerate(reasons) if r is None]
     rejected = pd.DataFrame({"row_id": [rows["row_id"].iloc[i] for i, r in enumerate(reasons) if r],
                              "reject_reason": [r for r in reasons if r]})
-    if not kept:
-        raise DistillError(f"train_student: all {len(rows)} rows are longer than max_length "
-                           f"{cfg.max_length} tokens", fix="raise max_length or set overlong: truncate")
+    if not kept and not allow_empty:
+        raise all_overlong(len(rows), cfg)
     return Prepared(data=[{"input_ids": examples[i]["input_ids"], "labels": examples[i]["labels"]}
                           for i in kept],
                     kept_row_ids=[rows["row_id"].iloc[i] for i in kept], rejected=rejected,

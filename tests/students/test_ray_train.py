@@ -31,21 +31,48 @@ def _cfg(student, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def test_two_cpu_workers_split_the_batches(ray_cluster, tiny_models, traces, tmp_path):
+def _plan_size(rows, cfg) -> int:
+    examples = build_examples(load_tokenizer(cfg), rows.prompt.tolist(), rows.reasoning.tolist(),
+                              rows.answer_text.tolist(), think_format="r1", max_length=420)
+    return len(plan_batches([e["length"] for e in examples], mode="packed", token_budget=1024))
+
+
+def test_two_cpu_workers_train_on_their_own_rows(ray_cluster, tiny_models, traces, tmp_path):
     cfg = _cfg(tiny_models["llama"], num_workers=2)
     events = []
     res = train_student(traces, cfg, tmp_path / "run", progress=events.append)
-    kept = traces[traces.row_id.isin(res.kept_row_ids)]
-    examples = build_examples(load_tokenizer(cfg), kept.prompt.tolist(), kept.reasoning.tolist(),
-                              kept.answer_text.tolist(), think_format="r1", max_length=420)
-    batches = plan_batches([e["length"] for e in examples], mode="packed", token_budget=1024)
     assert res.metrics["world_size"] == 2
-    # data parallel: each optimizer step consumes one batch per worker
-    assert res.metrics["global_step"] == math.ceil(len(batches) / 2) < len(batches)
-    assert res.metrics["real_tokens"] >= sum(e["length"] for e in examples)
+    # every kept row trained on exactly one worker, the rest rejected; each worker got one of the
+    # two halves of the rows in row_id order (by content, not by file or block order)
+    first, second = (set(ids) for ids in res.worker_row_ids)
+    assert first.isdisjoint(second) and first | second == set(res.kept_row_ids)
+    assert first | second | set(res.rejected.row_id) == set(traces.row_id)
+    assert len(res.kept_row_ids) == len(set(res.kept_row_ids)) == res.metrics["rows_kept"]
+    ordered = sorted(traces.row_id)
+    half = len(ordered) // 2
+    assert first <= set(ordered[:half]) and second <= set(ordered[half:])
+    assert res.metrics["rows_per_worker"] == [len(first), len(second)]
+    # data parallel over each worker's own batches: as many steps as the busier worker has
+    kept = traces[traces.row_id.isin(res.kept_row_ids)]
+    per_worker = [_plan_size(kept[kept.row_id.isin(ids)], cfg) for ids in (first, second)]
+    assert res.metrics["global_step"] == max(per_worker) < sum(per_worker)
+    assert all(math.isfinite(h["loss"]) for h in res.metrics["loss_history"])
     assert [e["step"] for e in events if "loss" in e] == list(range(1, res.metrics["global_step"] + 1))
     assert AutoModelForCausalLM.from_pretrained(res.model_dir) is not None
     assert (res.adapter_dir / "adapter_config.json").exists()
+
+    # the same rows in another order and other blocks: the same shards and the same weights
+    shuffled = traces.sample(frac=1, random_state=3)
+    blocks = ray.data.from_pandas([shuffled.iloc[:7], shuffled.iloc[7:13], shuffled.iloc[13:]])
+    again = train_student(blocks, cfg, tmp_path / "again")
+    assert again.worker_row_ids == res.worker_row_ids
+    assert _weights(again.adapter_dir) == _weights(res.adapter_dir)
+
+
+def _weights(adapter_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {k: v.numpy().tobytes() for k, v in load_file(adapter_dir / "adapter_model.safetensors").items()}
 
 
 def test_gpu_scaling_config_and_strategies_as_data():

@@ -2,7 +2,7 @@
 
     prompts:
       sources:
-        - {name: math, source: bundled:math_train, id_column: id, limit: 600000, weight: 3}
+        - {name: math, source: bundled:math_train, id_column: id, limit: 600000}
         - name: r1_traces
           source: bundled:r1_distill_qwen7b_math500
           answer_column: ground_truth
@@ -13,7 +13,8 @@ Each source is read as a single `prompts.source` is (data.prompts.load_prompts: 
 columns, `limit` as its cap, `traces` for a trace set, data.trace_sources), and its rows get
 `source` (the name) and `kind` (math, code, general) columns, which every later stage keeps.
 Prompt ids are `<name>/<id>`, so two sources may hold the same problem or the same ids without
-clashing. `weight` says how the train stage mixes the curated sources (data.mixing).
+clashing. `weight` (on every source, or none) says how the train stage mixes the curated sources
+(data.mixing).
 
 The single `prompts.source` form still works as before (no `source` or `kind` column).
 """
@@ -46,9 +47,10 @@ class SourceConfig(BaseModel):
     traces: TraceSourceConfig | None = Field(None, description=(
         "The source already holds answers (data.trace_sources); null: prompts for the teacher."))
     kind: Literal["math", "code", "general"] = Field("math", description="Task kind, kept on every row (`kind`).")
-    weight: float = Field(1.0, gt=0, description=(
+    weight: float | None = Field(None, gt=0, description=(
         "Share of this source in the training mix, relative to the other sources' weights "
-        "(data.mixing); equal weights with caps keep every curated row."))
+        "(data.mixing: the train stage keeps the most rows that follow these shares); null on "
+        "every source: every curated row is trained on."))
 
     @field_validator("name")
     @classmethod
@@ -60,7 +62,12 @@ class SourceConfig(BaseModel):
 
 
 def check_names(sources: list[SourceConfig]) -> list[SourceConfig]:
-    """ValueError for two sources with one name (their rows could not be told apart)."""
+    """ValueError for two sources with one name (their rows could not be told apart), or
+    weights on some sources but not all."""
+    weighted = [s.name for s in sources if s.weight is not None]
+    if weighted and len(weighted) != len(sources):
+        raise ValueError(f"weights are set on {weighted} but not on the other sources: give every "
+                         "source a weight (their shares of the training mix), or none")
     seen: set[str] = set()
     for s in sources:
         if s.name in seen:

@@ -15,7 +15,7 @@ from distill.workflows.stages.onpolicy import OnPolicyStage
 from distill.workflows.stages.prompts import PromptsStage
 from distill.workflows.stages.publish import PublishStage
 from distill.workflows.stages.select_prompts import AfterSelection, SelectPromptsStage
-from distill.workflows.stages.train import TrainStage
+from distill.workflows.stages.train_mix import MixedTrain
 
 STAGES = [PromptsStage(), SelectPromptsStage(), AfterSelection(GivenTracesGenerate()), CurateStage(),
-          TrainStage(), OnPolicyStage(), EvaluateStage(), PublishStage()]
+          MixedTrain(), OnPolicyStage(), EvaluateStage(), PublishStage()]

@@ -27,12 +27,12 @@ pytestmark = pytest.mark.timeout(600)
 RECIPE = REPO / "workflows" / "recipes" / "byo_r1_traces.yaml"
 
 
-def run_to_curate(recipe_path: Path, run_dir: Path) -> list[dict]:
+def run_to_curate(recipe_path: Path, run_dir: Path, last: str = "curate") -> list[dict]:
     from distill.pipeline.runner import run_stages
     from distill.workflows.distill import STAGES
     from distill.workflows.fingerprints import resolvers
 
-    upto = [s.name for s in STAGES].index("curate") + 1
+    upto = [s.name for s in STAGES].index(last) + 1
     return run_stages(STAGES[:upto], load_recipe(recipe_path), RunStore(run_dir),
                       console=Console(quiet=True), resolvers=resolvers(recipe_path.parent),
                       recipe_path=recipe_path)
@@ -75,22 +75,26 @@ def test_the_shipped_recipe_curates_the_bundled_traces_without_a_teacher(tmp_pat
 
 def test_two_sources_one_asked_one_brought_each_row_tagged(tmp_path, distill_home):
     """prompts.sources: arithmetic prompts for the HTTP teacher and R1-Distill-Llama traces
-    brought as they are; the teacher is asked only for the first, every row keeps its source."""
+    brought as they are; the teacher is asked only for the first, every row keeps its source;
+    the train stage trains on the two mixed 1:1 (data.mixing), the rest rejected mix_weight."""
     from tests.teachers.http_server import ChatServer
 
     tree = yaml.safe_load((REPO / "workflows" / "recipes" / "smoke.yaml").read_text())
     tree["name"] = "two-sources"
     tree["prompts"] = {"sources": [
-        {"name": "arith", "source": "bundled:arithmetic", "limit": 6, "kind": "math"},
+        {"name": "arith", "source": "bundled:arithmetic", "limit": 6, "kind": "math", "weight": 1},
         {"name": "r1", "source": "bundled:r1_distill_llama8b_math500", "limit": 5, "kind": "math",
+         "weight": 1,
          "answer_column": "ground_truth", "id_column": "item_id",
          "traces": {"response_column": "full_response", "teacher_column": "model_short_name"}}]}
     with ChatServer() as server:
         tree["teacher"].update(backend="openai", model="test-teacher", endpoint={
             "base_url": server.base_url, "timeout_s": 30, "max_retries": 0, "concurrency": 4})
+        tree["curate"]["decontam"] = {"benchmarks": ["aime24"]}   # the traces are MATH-500's
+        tree["train"]["max_length"] = 1024
         recipe = tmp_path / "two.yaml"
         recipe.write_text(yaml.safe_dump(tree))
-        run_to_curate(recipe, tmp_path / "run")
+        run_to_curate(recipe, tmp_path / "run", last="train")
         asked = len(server.received)
     store = open_run(tmp_path / "run")
     assert asked == 6 * 2   # two samples of each arithmetic prompt, none for the traces
@@ -110,12 +114,12 @@ def test_two_sources_one_asked_one_brought_each_row_tagged(tmp_path, distill_hom
 @pytest.mark.parametrize("field, value", [
     ("name", "other"), ("source", "bundled:arithmetic_test"), ("problem_column", "prompt"),
     ("answer_column", None), ("id_column", None), ("limit", 3), ("kind", "general"),
-    ("weight", 2.0), ("traces", None), ("traces.response_column", "answer_text"),
+    ("traces", None), ("traces.response_column", "answer_text"),
     ("traces.reasoning_column", "reasoning_trace"), ("traces.list_columns", ["x"]),
     ("traces.format", "conversations"), ("traces.conversations_column", "turns"),
     ("traces.replace", {"a": "b"}), ("traces.teacher", "someone"), ("traces.teacher_column", None),
     ("traces.finish_reason_column", "f"), ("traces.completion_tokens_column", "t"),
-    ("traces.tokenizer", "tiny-qwen2"),
+    ("traces.tokenizer", "tiny-qwen2"), ("weight", 3.0),
 ])
 def test_every_source_setting_is_in_the_keys(field, value, distill_home):
     """The walk in test_stage_keys covers the single-source form; this one each setting of a
@@ -127,8 +131,9 @@ def test_every_source_setting_is_in_the_keys(field, value, distill_home):
 
     tree = yaml.safe_load((REPO / "workflows" / "recipes" / "smoke.yaml").read_text())
     tree["prompts"] = {"sources": [
-        {"name": "arith", "source": "bundled:arithmetic"},
+        {"name": "arith", "source": "bundled:arithmetic", "weight": 1.0},
         {"name": "r1", "source": "bundled:r1_distill_llama8b_math500", "answer_column": "ground_truth",
+         "weight": 1.0,
          "id_column": "item_id", "traces": {"response_column": "full_response",
                                             "teacher_column": "model_short_name"}}]}
     before = plan_keys(STAGES, Recipe.model_validate(tree), RESOLVERS)
@@ -138,4 +143,16 @@ def test_every_source_setting_is_in_the_keys(field, value, distill_home):
         node = node[part]
     node[last] = value
     after = plan_keys(STAGES, Recipe.model_validate(tree), RESOLVERS)
-    assert {n for n in before if before[n] != after[n]} >= {"prompts", "generate", "curate", "train"}
+    changed = {n for n in before if before[n] != after[n]}
+    if field == "weight":  # the mix is the train stage's: no new curation for a new mix
+        assert "train" in changed and not changed & {"prompts", "generate", "curate"}
+    else:
+        assert changed >= {"prompts", "generate", "curate", "train"}
+    kept = store.stage("curate").to_pandas()["source"].value_counts().to_dict()
+    assert kept.get("r1", 0) >= 2 and kept["arith"] > kept["r1"]
+    train = store.stage("train").manifest
+    assert train["rows_in"] == len(store.stage("curate").to_pandas())
+    assert train["rejected"]["mix_weight"] == kept["arith"] - kept["r1"]
+    assert train["mix"]["left_out_by_source"] == {"arith": kept["arith"] - kept["r1"]}
+    mixed = store.stage("train").to_pandas(rejected=True)
+    assert set(mixed.loc[mixed["reject_reason"] == "mix_weight", "source"]) == {"arith"}

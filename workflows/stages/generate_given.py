@@ -56,12 +56,13 @@ def _merge_extra(extra: dict, rows: pd.DataFrame, teacher_prompts: pd.DataFrame)
     return out
 
 
-def _write_given_part(rows: pd.DataFrame, result: StageResult, out_dir) -> StageResult:
-    """The brought rows as one more part beside the parts the teacher stage wrote."""
+def add_part(rows: pd.DataFrame, result: StageResult, out_dir, name: str) -> StageResult:
+    """`rows` (with keep / reject_reason) as one more part `name` beside the parts a stage wrote
+    itself (already_written), with their column types; the counts include them."""
     from distill.pipeline.accounting import check_counts, frame_types, parquet_types, write_split
 
     types = {**frame_types(rows), **parquet_types(out_dir / "rejected"), **parquet_types(out_dir / "data")}
-    written = write_split(rows, out_dir, GIVEN_PART, types)
+    written = write_split(rows, out_dir, name, types)
     extra = dict(result.extra)
     counts = dict(extra.pop("counts"))
     counts["rows_in"] = counts.get("rows_in", result.rows_in) + len(rows)
@@ -98,7 +99,7 @@ class GivenTracesGenerate(GenerateStage):
         result = super().run(dataclasses.replace(ctx, inputs=inputs))
         result = dataclasses.replace(result, extra=_merge_extra(result.extra, rows, ask))
         if result.already_written:
-            return _write_given_part(rows, result, ctx.out_dir)
+            return add_part(rows, result, ctx.out_dir, GIVEN_PART)
         both = pd.concat([result.rows, rows], ignore_index=True)
         both = both.sort_values(["prompt_id", "sample_index"], kind="stable", ignore_index=True)
         return dataclasses.replace(result, rows=both, rows_in=result.rows_in + len(rows))

@@ -12,7 +12,11 @@ class PromptsStage:
     resumable = False
 
     def config(self, recipe: Recipe) -> dict:
-        return {"prompts": recipe.prompts}
+        prompts = recipe.prompts
+        if prompts.sources:  # the mix weights are the train stage's (stages.train_mix), not ours
+            prompts = prompts.model_copy(update={"sources": [
+                s.model_copy(update={"weight": None}) for s in prompts.sources]})
+        return {"prompts": prompts}
 
     def run(self, ctx: StageContext) -> StageResult:
         from distill.data.prompts import load_prompts

@@ -61,7 +61,7 @@ def run_stage(recipe_path: Path, sets: list[str], prompts: int, root: Path,
     from distill.workflows.fingerprints import resolvers
 
     recipe = load(recipe_path, sets, prompts)
-    stages = [s for s in STAGES if s.name in ("prompts", "generate")]
+    stages = [s for s in STAGES if s.name in ("prompts", "select_prompts", "generate")]
     store = RunStore(root)
     quiet = Console(file=io.StringIO(), width=120)
     t0 = time.perf_counter()

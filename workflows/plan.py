@@ -61,11 +61,12 @@ class _Timed:
 
 
 def calibration_size(recipe) -> int:
-    """plan.calibration_prompts, else enough prompts for four engine batches (16 to 256)."""
+    """plan.calibration_prompts, else enough prompts for two waves of engine batches (16 to 256)."""
     if recipe.plan.calibration_prompts:
         return recipe.plan.calibration_prompts
     t = recipe.teacher
-    return max(16, min(256, math.ceil(4 * t.batch_size / max(1, t.sampling.n))))
+    batches = 2 * max(2, concurrent_batches(recipe))
+    return max(16, min(256, math.ceil(batches * t.batch_size / max(1, t.sampling.n))))
 
 
 def _limited(recipe, n: int):
@@ -121,6 +122,8 @@ def calibrate(recipe, plan_dir: Path, recipe_path: Path | None, console) -> dict
         timing_file.write_text(json.dumps(timing))
     elif timing_file.exists() and json.loads(timing_file.read_text())["generate_key"] == gen.manifest["key"]:
         timing = json.loads(timing_file.read_text())
+    elif (timing := shard_timing(store, gen.manifest)) is not None:
+        timing_file.write_text(json.dumps(timing))
     else:
         raise DistillError(f"the calibration's answers came from the trace cache in {root}, so "
                            "the teacher's speed was not measured",
@@ -128,24 +131,72 @@ def calibrate(recipe, plan_dir: Path, recipe_path: Path | None, console) -> dict
     return measure(store, timing, recipe)
 
 
+def shard_timing(store, manifest: dict) -> dict | None:
+    """generate's progress events rebuilt from its trace-cache shards (written as batches
+    finished: their write times, rows and tokens) when this process did not see them (a plan
+    stopped after generate, or answers from the cache): from the manifest of the generate run
+    here that asked the teacher for every row; None when there is none."""
+    from datetime import datetime
+
+    import pandas as pd
+
+    if manifest.get("generated_rows") != manifest.get("rows_in"):  # answered from the cache:
+        made = [m for m in (json.loads(f.read_text()) for f in store.root.glob("generate-*/manifest.json"))
+                if m.get("trace_cache") == manifest.get("trace_cache")
+                and m.get("generated_rows") == m.get("rows_in") == manifest.get("rows_in")]
+        if not made:      # the timing of the stage run that asked the teacher, if one is here
+            return None
+        manifest = max(made, key=lambda m: m["finished_at"])
+    folder = store.root / manifest.get("trace_cache", "") / "shards"
+    if not folder.is_dir():
+        return None
+    start = datetime.fromisoformat(manifest["finished_at"]).timestamp() - manifest["seconds"]
+    shards = sorted(folder.glob("*.parquet"), key=lambda f: f.stat().st_mtime)
+    events, done, tokens = [[0.0, 0, 0]], 0, 0
+    for f in shards:
+        frame = pd.read_parquet(f, columns=["completion_tokens"])
+        done, tokens = done + len(frame), tokens + int(frame["completion_tokens"].sum())
+        events.append([round(f.stat().st_mtime - start, 3), done, tokens])
+    if done != manifest["rows_in"]:
+        return None
+    return {"generate_key": manifest["key"], "events": events, "seconds": manifest["seconds"],
+            "from": "trace-cache shard write times"}
+
+
 def _folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-def teacher_rate(events: list, samples: int, seconds: float) -> tuple[float | None, float, str]:
-    """(output tokens/s, engine start s, how) from generate's progress events [(t, done, tokens)]:
-    the slope between the first and the last batch that finished; the start is what is left of
-    the time before the first batch."""
+def concurrent_batches(recipe) -> int:
+    """Batches the teacher works on at once (teacher.max_concurrent_batches; vLLM's default is
+    2 on CPU, 8 on GPU); an HTTP teacher's batches come back one by one."""
+    from distill.engines.vllm import resolved_device
+
+    t = recipe.teacher
+    if t.backend != "vllm":
+        return 1
+    return t.max_concurrent_batches or (2 if resolved_device(t.device) == "cpu" else 8)
+
+
+def teacher_rate(events: list, seconds: float, concurrent: int = 1) -> tuple[float | None, float, str]:
+    """(output tokens/s, engine start s, how) from generate's progress events [(t, done, tokens)].
+
+    An engine works on `concurrent` batches at once, so they finish in waves; the rate is the
+    tokens finished after the first wave over the time after it (a slope from the first finished
+    batch would count the first wave's partners as made in no time), and the engine start is
+    what is left of the first wave's time. With one wave: tokens / seconds, start included."""
     done = [(t, d, k) for t, d, k in events if d > 0 and k is not None]
-    if len(done) >= 2 and done[-1][0] - done[0][0] > 1e-3 and done[-1][2] > done[0][2]:
-        (t0, _, k0), (t1, _, k1) = done[0], done[-1]
+    c = max(1, concurrent)
+    if len(done) > c and done[-1][0] - done[c - 1][0] > 1e-3 and done[-1][2] > done[c - 1][2]:
+        (t0, _, k0), (t1, _, k1) = done[c - 1], done[-1]
         rate = (k1 - k0) / (t1 - t0)
         start = max(0.0, t0 - k0 / rate)
-        return rate, start, (f"slope between the first and last of {len(done)} finished batches; "
-                             f"engine start = time before the first batch less its tokens/rate")
+        return rate, start, (f"tokens after the first wave of {c} batches over its time "
+                             f"({len(done)} batches); engine start = the first wave's time less "
+                             "its tokens at that rate")
     tokens = done[-1][2] if done else 0
     return (tokens / seconds if seconds and tokens else None), 0.0, (
-        "one batch finished: tokens / generate seconds, engine start included (a slow bound)")
+        "one wave of batches: tokens / generate seconds, engine start included (a slow bound)")
 
 
 def measure(store, timing: dict, recipe) -> dict:
@@ -156,7 +207,7 @@ def measure(store, timing: dict, recipe) -> dict:
     g, c = gen.manifest, cur.manifest
     samples = g["rows_in"]
     prompts = pro.manifest["kept"]
-    rate, start, how = teacher_rate(timing["events"], samples, timing["seconds"])
+    rate, start, how = teacher_rate(timing["events"], timing["seconds"], concurrent_batches(recipe))
     kept = cur.to_pandas()
     per_prompt = kept.groupby("prompt_id").size() if len(kept) else pd.Series(dtype=float)
     counts = [int(per_prompt.get(p, 0)) for p in pro.to_pandas()["prompt_id"]]

@@ -41,7 +41,7 @@ class PlanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     calibration_prompts: int | None = Field(None, ge=1, json_schema_extra=RUNTIME, description=(
         "Prompts sent through the real prompts/generate/curate stages to measure the teacher; "
-        "null: enough for four engine batches (16 to 256)."))
+        "null: enough for two waves of engine batches (16 to 256)."))
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=RUNTIME, description=(
         "The hardware priced: cuda (GPUs), cpu; auto: teacher.device as it resolves on this "
         "machine (so plan on the cluster, or say cuda when planning from a laptop)."))

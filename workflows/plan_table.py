@@ -117,7 +117,7 @@ def make_plan(recipe, stats: dict, prompts: int, *, base_dir: Path | None = None
     if tr.max_steps:
         train_tokens = min(train_tokens, tr.max_steps * tr.per_device_batch_tokens
                            * tr.num_workers * tr.gradient_accumulation_steps)
-    train_s = start + train_tokens / (tps * tr.num_workers)
+    train_s = train_tokens / (tps * tr.num_workers)   # model loading not included
     found = weights_bytes(tr.student)
     weights = found or 0
     weights_note = "weights measured" if found else "weights not on this machine (counted 0)"
@@ -126,7 +126,7 @@ def make_plan(recipe, stats: dict, prompts: int, *, base_dir: Path | None = None
                          f"{per_row:,.0f} tokens/row)", train_s,
                          tr.num_workers if train_gpu else 0, price, 0.0, weights + ckpt,
                          f"tokens/row {stats['train_tokens_per_row']['source']}; "
-                         f"{tps:,.0f} tokens/s per worker "
+                         f"{tps:,.0f} tokens/s per worker (model loading not included) "
                          f"{'stated (plan.train_tokens_per_s_per_gpu)' if p.train_tokens_per_s_per_gpu else 'assumed'}; "
                          f"{weights_note}, checkpoints assumed (full: 3x weights, LoRA: 5%)")
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from distill.workflows.cli import app
 from distill.workflows.distill import STAGES
-from distill.workflows.plan import given_stats, make_plan, teacher_rate
+from distill.workflows.plan import given_stats, make_plan, shard_timing, teacher_rate
 from distill.workflows.recipe import load_recipe
 from helpers import REPO, run_cli
 
@@ -43,7 +43,8 @@ def test_every_stage_is_in_the_table_and_the_work_scales_with_the_prompts(distil
     assert large["kept_rows"] == pytest.approx(3 * small["kept_rows"]) == pytest.approx(450)
     assert b["curate"]["seconds"] == pytest.approx(3 * a["curate"]["seconds"])
     assert b["train"]["gpus"] == 2
-    assert (b["train"]["seconds"] - start) == pytest.approx(3 * (a["train"]["seconds"] - start))
+    assert b["train"]["seconds"] == pytest.approx(3 * a["train"]["seconds"])
+    assert b["train"]["seconds"] == pytest.approx(300 * 1.5 * 450 / (3000 * 2))  # kept x tokens/row
     assert b["generate"]["disk_gb"] == pytest.approx(3 * a["generate"]["disk_gb"])
     assert a["onpolicy"]["state"] == "off" and a["evaluate"]["state"] == "on"
     # the evaluation does not grow with the training prompts
@@ -53,13 +54,43 @@ def test_every_stage_is_in_the_table_and_the_work_scales_with_the_prompts(distil
     assert "assumed" in a["train"]["sources"] and "given" == stats["completion_tokens"]["source"]
 
 
-def test_the_teacher_rate_is_the_slope_between_batches_and_the_start_is_apart():
-    # engine start 20 s, then 50 tokens/s: batches of 500 tokens finish at 30, 40, 50 s
-    events = [[0.0, 0, 0], [30.0, 16, 500], [40.0, 32, 1000], [50.0, 48, 1500]]
-    rate, start, how = teacher_rate(events, 48, 51.0)
-    assert rate == pytest.approx(50.0) and start == pytest.approx(20.0) and "slope" in how
-    rate, start, how = teacher_rate([[0.0, 0, 0], [30.0, 16, 500]], 16, 30.0)
-    assert rate == pytest.approx(500 / 30) and start == 0.0 and "engine start included" in how
+def test_the_teacher_rate_counts_the_waves_and_the_start_is_apart():
+    # engine start 20 s, then 50 tokens/s; 2 batches at once of 500 tokens each: the first wave
+    # (1000 tokens) finishes at 40 s, the second at 60 s
+    events = [[0.0, 0, 0], [39.5, 16, 500], [40.0, 32, 1000], [59.0, 48, 1500], [60.0, 64, 2000]]
+    rate, start, how = teacher_rate(events, 61.0, concurrent=2)
+    assert rate == pytest.approx(50.0) and start == pytest.approx(20.0) and "first wave" in how
+    # a slope from the first finished batch would say 1500 / 20.5 = 73 tokens/s
+    rate, start, how = teacher_rate(events[:3], 40.0, concurrent=2)
+    assert rate == pytest.approx(1000 / 40) and start == 0.0 and "engine start included" in how
+
+
+def test_a_plan_stopped_after_generate_reads_the_timing_from_the_cache_shards(tmp_path):
+    """The batches' write times stand in for the progress events this process did not see; a
+    generate run answered from the cache is timed by the run here that asked the teacher."""
+    import os
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    shards = tmp_path / "cache" / "generate-x" / "shards"
+    shards.mkdir(parents=True)
+    end = 1_800_000_000.0
+    for i, (at, tokens) in enumerate([(end - 30, [5, 5]), (end - 10, [7, 3])]):
+        f = shards / f"shard-{i}.parquet"
+        pd.DataFrame({"completion_tokens": tokens}).to_parquet(f)
+        os.utime(f, (at, at))
+    asked = {"key": "k1", "rows_in": 4, "generated_rows": 4, "seconds": 40.0,
+             "trace_cache": "cache/generate-x",
+             "finished_at": datetime.fromtimestamp(end, timezone.utc).isoformat()}
+    (tmp_path / "generate-old").mkdir()
+    (tmp_path / "generate-old" / "manifest.json").write_text(json.dumps(asked))
+    cached = {**asked, "key": "k2", "generated_rows": 0, "seconds": 2.0}
+    timing = shard_timing(SimpleNamespace(root=tmp_path), cached)
+    assert timing["events"] == [[0.0, 0, 0], [10.0, 2, 10], [30.0, 4, 20]]
+    assert timing["seconds"] == 40.0
+    assert shard_timing(SimpleNamespace(root=tmp_path), {**cached, "rows_in": 5}) is None
 
 
 def test_plan_command_with_given_figures_writes_the_table(tmp_path, distill_home):

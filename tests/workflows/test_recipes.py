@@ -271,8 +271,9 @@ def test_r1_recipes_share_the_teacher_traces():
     learned from the same samples."""
     from distill.workflows.distill import STAGES
 
-    shared = [s for s in STAGES if s.name in ("prompts", "generate", "curate")]
-    assert [s.name for s in shared] == ["prompts", "generate", "curate"]
+    names = ["prompts", "select_prompts", "generate", "curate"]
+    shared = [s for s in STAGES if s.name in names]
+    assert [s.name for s in shared] == names
     keys = set()
     for path in R1_RECIPES:
         recipe = load_recipe(path)

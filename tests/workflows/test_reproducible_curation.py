@@ -45,7 +45,8 @@ def run_to_curate(recipe_path: Path, run_dir: Path) -> None:
     from distill.workflows.distill import STAGES
     from distill.workflows.fingerprints import resolvers
 
-    run_stages(STAGES[:3], load_recipe(recipe_path), RunStore(run_dir), console=Console(quiet=True),
+    upto = [s.name for s in STAGES].index("curate") + 1
+    run_stages(STAGES[:upto], load_recipe(recipe_path), RunStore(run_dir), console=Console(quiet=True),
                resolvers=resolvers(recipe_path.parent), recipe_path=recipe_path)
 
 

@@ -69,7 +69,7 @@ def test_a_plan_stopped_after_generate_reads_the_timing_from_the_cache_shards(tm
     """The batches' write times stand in for the progress events this process did not see; a
     generate run answered from the cache is timed by the run here that asked the teacher."""
     import os
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
     from types import SimpleNamespace
 
     import pandas as pd
@@ -83,7 +83,7 @@ def test_a_plan_stopped_after_generate_reads_the_timing_from_the_cache_shards(tm
         os.utime(f, (at, at))
     asked = {"key": "k1", "rows_in": 4, "generated_rows": 4, "seconds": 40.0,
              "trace_cache": "cache/generate-x",
-             "finished_at": datetime.fromtimestamp(end, timezone.utc).isoformat()}
+             "finished_at": datetime.fromtimestamp(end, UTC).isoformat()}
     (tmp_path / "generate-old").mkdir()
     (tmp_path / "generate-old" / "manifest.json").write_text(json.dumps(asked))
     cached = {**asked, "key": "k2", "generated_rows": 0, "seconds": 2.0}

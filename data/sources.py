@@ -13,7 +13,9 @@ Each source is read as a single `prompts.source` is (data.prompts.load_prompts: 
 columns, `limit` as its cap, `traces` for a trace set, data.trace_sources), and its rows get
 `source` (the name) and `kind` (math, code, general) columns, which every later stage keeps.
 Prompt ids are `<name>/<id>`, so two sources may hold the same problem or the same ids without
-clashing. `weight` (on every source, or none) says how the train stage mixes the curated sources
+clashing. `teacher` gives a source its own teacher (several teachers in one run; the same file
+under two names with two teachers compares them on the same prompts). `weight` (on every
+source, or none) says how the train stage mixes the curated sources
 (data.mixing).
 
 The single `prompts.source` form still works as before (no `source` or `kind` column).
@@ -29,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from distill.data.trace_sources import TraceSourceConfig
 from distill.pipeline.keys import fingerprint
+from distill.teachers.config import TeacherConfig
 
 KINDS = ("math", "code", "general")
 
@@ -47,6 +50,9 @@ class SourceConfig(BaseModel):
     traces: TraceSourceConfig | None = Field(None, description=(
         "The source already holds answers (data.trace_sources); null: prompts for the teacher."))
     kind: Literal["math", "code", "general"] = Field("math", description="Task kind, kept on every row (`kind`).")
+    teacher: TeacherConfig | None = Field(None, description=(
+        "This source's own teacher (e.g. DeepSeek-V3 for non-reasoning prompts); null: the "
+        "recipe's `teacher`. Its rows are tagged with its model (the `teacher` column)."))
     weight: float | None = Field(None, gt=0, description=(
         "Share of this source in the training mix, relative to the other sources' weights "
         "(data.mixing: the train stage keeps the most rows that follow these shares); null on "

@@ -109,6 +109,14 @@ def test_two_sources_one_asked_one_brought_each_row_tagged(tmp_path, distill_hom
                          store.stage("curate").to_pandas(rejected=True)])
     assert len(curated) == 17 and curated["source"].notna().all()
     assert set(curated.loc[curated["source"] == "r1", "kind"]) == {"math"}
+    kept = store.stage("curate").to_pandas()["source"].value_counts().to_dict()
+    assert kept.get("r1", 0) >= 2 and kept["arith"] > kept["r1"]
+    train = store.stage("train").manifest
+    assert train["rows_in"] == len(store.stage("curate").to_pandas())
+    assert train["rejected"]["mix_weight"] == kept["arith"] - kept["r1"]
+    assert train["mix"]["left_out_by_source"] == {"arith": kept["arith"] - kept["r1"]}
+    mixed = store.stage("train").to_pandas(rejected=True)
+    assert set(mixed.loc[mixed["reject_reason"] == "mix_weight", "source"]) == {"arith"}
 
 
 @pytest.mark.parametrize("field, value", [
@@ -148,11 +156,48 @@ def test_every_source_setting_is_in_the_keys(field, value, distill_home):
         assert "train" in changed and not changed & {"prompts", "generate", "curate"}
     else:
         assert changed >= {"prompts", "generate", "curate", "train"}
-    kept = store.stage("curate").to_pandas()["source"].value_counts().to_dict()
-    assert kept.get("r1", 0) >= 2 and kept["arith"] > kept["r1"]
-    train = store.stage("train").manifest
-    assert train["rows_in"] == len(store.stage("curate").to_pandas())
-    assert train["rejected"]["mix_weight"] == kept["arith"] - kept["r1"]
-    assert train["mix"]["left_out_by_source"] == {"arith": kept["arith"] - kept["r1"]}
-    mixed = store.stage("train").to_pandas(rejected=True)
-    assert set(mixed.loc[mixed["reject_reason"] == "mix_weight", "source"]) == {"arith"}
+
+
+def test_two_teachers_on_the_same_prompts_side_by_side(tmp_path, distill_home):
+    """The same prompts under two source names, one with its own teacher: each teacher is asked
+    for its source only, every row is tagged with its teacher, and teacher_table compares them."""
+    from distill.workflows.compare import teacher_table
+    from tests.teachers.http_server import ChatServer
+
+    tree = yaml.safe_load((REPO / "workflows" / "recipes" / "smoke.yaml").read_text())
+    tree["name"] = "two-teachers"
+    with ChatServer() as server:
+        endpoint = {"base_url": server.base_url, "timeout_s": 30, "max_retries": 0, "concurrency": 4}
+        tree["teacher"].update(backend="openai", model="teacher-a", endpoint=endpoint,
+                               cost_per_million_output=2.0)
+        other = {**tree["teacher"], "model": "teacher-b", "cost_per_million_output": 1.0,
+                 "sampling": {**tree["teacher"]["sampling"], "n": 1}}
+        tree["prompts"] = {"sources": [
+            {"name": "a", "source": "bundled:arithmetic", "limit": 5},
+            {"name": "b", "source": "bundled:arithmetic", "limit": 5, "teacher": other}]}
+        recipe = tmp_path / "two.yaml"
+        recipe.write_text(yaml.safe_dump(tree))
+        run_to_curate(recipe, tmp_path / "run")
+        models = pd.Series([r.body["model"] for r in server.received]).value_counts().to_dict()
+    assert models == {"teacher-a": 10, "teacher-b": 5}   # n=2 for a's teacher, n=1 for b's
+    store = open_run(tmp_path / "run")
+    gen = store.stage("generate")
+    rows = gen.to_pandas()
+    assert rows.groupby("source")["teacher"].agg(set).to_dict() == {"a": {"teacher-a"}, "b": {"teacher-b"}}
+    assert set(gen.manifest["teachers"]) == {"teacher", "b"}
+    table = teacher_table(store).set_index("teacher")
+    assert table["samples"].to_dict() == {"teacher-a": 10, "teacher-b": 5}
+    for name in ("teacher-a", "teacher-b"):
+        mine = rows[rows["teacher"] == name]
+        assert table.loc[name, "cost"] == pytest.approx(mine["cost"].sum())
+        assert 0 <= table.loc[name, "pass_rate"] <= 1
+    # the key holds each source's teacher: another model for b changes generate's key only
+    from distill.pipeline.runner import plan_keys
+    from distill.workflows.distill import STAGES
+    from distill.workflows.recipe import Recipe
+    from helpers import RESOLVERS
+
+    k0 = plan_keys(STAGES, Recipe.model_validate(tree), RESOLVERS)
+    tree["prompts"]["sources"][1]["teacher"]["model"] = "teacher-c"
+    k1 = plan_keys(STAGES, Recipe.model_validate(tree), RESOLVERS)
+    assert k0["prompts"] == k1["prompts"] and k0["generate"] != k1["generate"]

@@ -13,6 +13,7 @@ with the same column types.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pandas as pd
 
@@ -76,16 +77,95 @@ def add_part(rows: pd.DataFrame, result: StageResult, out_dir, name: str) -> Sta
     return dataclasses.replace(result, rows_in=counts["rows_in"], extra=extra)
 
 
+def source_teachers(recipe) -> dict:
+    """{source name: its own TeacherConfig} for the `prompts.sources` that name one."""
+    return {s.name: s.teacher for s in getattr(recipe.prompts, "sources", None) or []
+            if s.teacher is not None}
+
+
+def _move_parts(sub, out_dir, prefix: str) -> None:
+    """A teacher's parts written under `sub` into out_dir's data/ and rejected/, renamed."""
+    for kind in ("data", "rejected"):
+        (out_dir / kind).mkdir(parents=True, exist_ok=True)
+        for f in sorted((sub / kind).glob("*.parquet")) if (sub / kind).exists() else ():
+            f.replace(out_dir / kind / f"{prefix}-{f.name}")
+    shutil.rmtree(sub, ignore_errors=True)
+
+
+SUMMED = ("prompt_tokens", "completion_tokens", "cost", "cached_rows", "generated_rows")
+
+
+def _combine(results: list[tuple[str, str, StageResult]], out_dir) -> StageResult:
+    """One result from each teacher's (group, model, result): rows concatenated, or parts moved
+    into out_dir with their counts summed; the manifest gets a `teachers` breakdown."""
+    first = results[0][2]
+    extra = {k: v for k, v in first.extra.items() if k not in ("counts",)}
+    for key in SUMMED:
+        extra[key] = sum(r.extra.get(key, 0) or 0 for _, _, r in results)
+    finish: dict[str, int] = {}
+    for _, _, r in results:
+        for k, v in r.extra.get("finish_reasons", {}).items():
+            finish[k] = finish.get(k, 0) + v
+    extra["finish_reasons"] = dict(sorted(finish.items(), key=lambda kv: (-kv[1], kv[0])))
+    extra["teachers"] = {group: {"model": model, "rows": r.rows_in, **{k: r.extra.get(k) for k in SUMMED},
+                                 "reproducible_sampling": r.extra.get("reproducible_sampling")}
+                         for group, model, r in results}
+    rows_in = sum(r.rows_in for _, _, r in results)
+    if not first.already_written:
+        rows = pd.concat([r.rows for _, _, r in results], ignore_index=True)
+        return StageResult(rows=rows, rows_in=rows_in, extra=extra)
+    counts = {"rows_in": 0, "kept": 0, "rejected": {}}
+    for group, _, r in results:
+        c = r.extra["counts"]
+        counts["rows_in"] += c.get("rows_in", r.rows_in)
+        counts["kept"] += c["kept"]
+        for k, v in c["rejected"].items():
+            counts["rejected"][k] = counts["rejected"].get(k, 0) + v
+        _move_parts(out_dir / f"teacher-{group}", out_dir, f"teacher-{group}")
+    extra["counts"] = counts
+    return StageResult(rows=None, rows_in=rows_in, extra=extra, already_written=True)
+
+
 class GivenTracesGenerate(GenerateStage):
-    """The generate stage; rows that brought a trace skip the teacher (module docstring)."""
+    """The generate stage; rows that brought a trace skip the teacher, sources with their own
+    teacher are answered by it (module docstring)."""
+
+    def config(self, recipe) -> dict:
+        cfg = super().config(recipe)
+        own = source_teachers(recipe)
+        return {**cfg, "source_teachers": own} if own else cfg
+
+    def _ask(self, ctx: StageContext, ask: pd.DataFrame) -> StageResult:
+        """The teacher stage over `ask`: one run per teacher (the recipe's, each source's own)."""
+        prompts = ctx.inputs["prompts"]
+        own = source_teachers(ctx.recipe)
+        if not own:
+            return super().run(dataclasses.replace(ctx, inputs={**ctx.inputs, "prompts": _PromptsView(prompts, ask)}))
+        groups = [("teacher", ctx.recipe.teacher, ask[~ask["source"].isin(set(own))], ctx.config)]
+        groups += [(name, t, ask[ask["source"] == name],
+                    {**ctx.config, "teacher": ctx.config["source_teachers"][name]}) for name, t in own.items()]
+        results = []
+        for group, teacher, rows, config in groups:
+            if rows.empty:
+                continue
+            sub = ctx.out_dir / f"teacher-{group}"
+            shutil.rmtree(sub, ignore_errors=True)
+            sub.mkdir(parents=True)
+            one = dataclasses.replace(ctx, recipe=ctx.recipe.model_copy(update={"teacher": teacher}),
+                                      config=config, out_dir=sub,
+                                      inputs={**ctx.inputs, "prompts": _PromptsView(prompts, rows)})
+            results.append((group, teacher.model, super().run(one)))
+        return _combine(results, ctx.out_dir)
 
     def run(self, ctx: StageContext) -> StageResult:
         from distill.data.trace_sources import given_rows, split_given
 
         prompts = ctx.inputs["prompts"]
         ask, given = split_given(prompts.to_pandas())
-        if given.empty:
+        if given.empty and not source_teachers(ctx.recipe):
             return super().run(ctx)
+        if given.empty:
+            return self._ask(ctx, ask)
         rows = given_rows(given)
         ctx.progress("brought traces", len(rows), len(rows))
         if ask.empty:  # no teacher at all
@@ -95,8 +175,7 @@ class GivenTracesGenerate(GenerateStage):
             extra["reproducible_sampling"] = True
             extra["reproducible_sampling_reason"] = "no teacher sampled: every trace came from its source"
             return StageResult(rows=rows, rows_in=len(rows), extra=extra)
-        inputs = {**ctx.inputs, "prompts": _PromptsView(prompts, ask)}
-        result = super().run(dataclasses.replace(ctx, inputs=inputs))
+        result = self._ask(ctx, ask)
         result = dataclasses.replace(result, extra=_merge_extra(result.extra, rows, ask))
         if result.already_written:
             return add_part(rows, result, ctx.out_dir, GIVEN_PART)

@@ -13,9 +13,9 @@ class PromptsStage:
 
     def config(self, recipe: Recipe) -> dict:
         prompts = recipe.prompts
-        if prompts.sources:  # the mix weights are the train stage's (stages.train_mix), not ours
+        if prompts.sources:  # weights are the train stage's (stages.train_mix), teachers generate's
             prompts = prompts.model_copy(update={"sources": [
-                s.model_copy(update={"weight": None}) for s in prompts.sources]})
+                s.model_copy(update={"weight": None, "teacher": None}) for s in prompts.sources]})
         return {"prompts": prompts}
 
     def run(self, ctx: StageContext) -> StageResult:

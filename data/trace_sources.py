@@ -163,11 +163,11 @@ def expand_traces(table: pd.DataFrame, cfg: TraceSourceConfig, problem_column: s
                      "completion_tokens_column"):
             needed[f"{field}.{name}"] = getattr(cfg, name)
         needed.update({f"{field}.list_columns[{i}]": c for i, c in enumerate(cfg.list_columns)})
-        for field, column in needed.items():
+        for key, column in needed.items():
             if column is not None and column not in table.columns:
-                raise RecipeError(f"{field}: column {column!r} is not in {source} "
+                raise RecipeError(f"{key}: column {column!r} is not in {source} "
                                   f"(columns: {', '.join(map(str, table.columns))})",
-                                  fix=f"set {field} to one of those columns")
+                                  fix=f"set {key} to one of those columns")
         table = table.copy()
         table[TEXT] = table[cfg.response_column]
         table[REJECT] = None

@@ -19,10 +19,10 @@ from distill.data.trace_sources import GENERATE_COLUMNS, given_rows, split_given
 from distill.pipeline.errors import RecipeError
 from distill.workflows.recipe import PromptsConfig
 
-R1 = dict(source="bundled:r1_distill_qwen7b_math500", answer_column="ground_truth",
-          id_column="item_id", traces={"response_column": "full_response",
+R1 = {"source": "bundled:r1_distill_qwen7b_math500", "answer_column": "ground_truth",
+          "id_column": "item_id", "traces": {"response_column": "full_response",
                                        "teacher_column": "model_short_name",
-                                       "completion_tokens_column": "total_generated_tokens"})
+                                       "completion_tokens_column": "total_generated_tokens"}}
 
 
 def _generate_rows(prompts: pd.DataFrame) -> pd.DataFrame:

@@ -47,7 +47,7 @@ class _CuratedView:
         return getattr(self._output, name)
 
 
-def split_mix(curated_data, out: "Path", weights: dict[str, float]) -> pd.DataFrame:  # noqa: F821
+def split_mix(curated_data, out: Path, weights: dict[str, float]) -> pd.DataFrame:  # noqa: F821
     """Write the rows the mix keeps to out/data/ (curate's part names) and return those it
     leaves out, flagged `mix_weight`. Reads the id and source columns first, then each part."""
     from distill.data.mixing import REASON, mixed_out
@@ -88,7 +88,7 @@ class MixedTrain(TrainStage):
         inputs = {**ctx.inputs, "curate": _CuratedView(curate, mix_dir)}
         result = super().run(dataclasses.replace(ctx, inputs=inputs))
         shutil.rmtree(mix_dir, ignore_errors=True)
-        extra = {**result.extra, "mix": {"weights": weights, "left_out": int(len(left_out)),
+        extra = {**result.extra, "mix": {"weights": weights, "left_out": len(left_out),
                                          "left_out_by_source": {str(k): int(v) for k, v in
                                                                 left_out["source"].value_counts().items()}}}
         result = dataclasses.replace(result, extra=extra)

@@ -17,15 +17,16 @@ cache shards, the stage's Parquet and manifest. The stage starts its own engine 
 warm rate is taken by difference: a run of --prompts prompts minus a run of --small prompts,
 (tokens_big - tokens_small) / (seconds_big - seconds_small), which cancels the engine start and
 every fixed cost, and leaves the per-token cost of generation, scheduling, shard writing and
-tokenisation. Plain: one `vllm.LLM` in this process built with the same engine arguments (seed,
+tokenisation. Plain: one `vllm.LLM` in a child process (started after the stage's runs of the
+repeat, so two engines never share the memory) built with the same engine arguments (seed,
 dtype, max_model_len, eager on CPU, the same CPU environment, Ray's worker niceness), warmed by one
 call; the same chat
 prompts rendered with the tokenizer's chat template; `llm.generate(prompts, SamplingParams(n=...))`
 timed on the same two sizes and taken by the same difference. Sides run interleaved --repeats
 times; the best of each is kept. Output tokens are each side's own count (the stage's manifest
 completion_tokens; the sum of len(token_ids)).
---profile: cProfile of the driver during one more big stage run (the top functions by own and
-cumulative time), and the share of the stage's wall time outside generation.
+--profile: cProfile of the driver during the first big stage run (the top functions by own and
+cumulative time); the stage's fixed cost a run is printed either way.
 Last line: `ratio <stage warm tok/s / plain warm tok/s>`.
 """
 from __future__ import annotations
@@ -33,8 +34,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import os
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -165,6 +168,21 @@ def dry_run(recipe_path: Path, sets: list[str], n_prompts: int) -> None:
     print("ratio nan")
 
 
+def run_plain(args, big_n: int, small_n: int) -> tuple[tuple[int, float], tuple[int, float]]:
+    """The plain side in its own process (engine built, warmed, then timed): the stage's engine
+    is gone by then, so the two never hold memory (RAM or GPU) at the same time."""
+    cmd = [sys.executable, __file__, "--recipe", str(args.recipe), "--plain-only", str(big_n),
+           str(small_n), *[x for s in args.sets for x in ("--set", s)]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"the plain side failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(line[7:])
+    print(f"  plain engine arguments (the stage's): {res['kwargs']}; loaded in {res['load_s']:.1f} s "
+          f"at niceness {res['nice']}, as Ray's workers", flush=True)
+    return tuple(res["big"]), tuple(res["small"])
+
+
 def warm_rate(big: tuple[int, float], small: tuple[int, float]) -> float:
     dt = big[1] - small[1]
     return (big[0] - small[0]) / dt if dt > 0 else float("nan")
@@ -179,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--quick", action="store_true", help="4 vs 1 prompts, one repeat")
+    ap.add_argument("--plain-only", type=int, nargs=2, metavar=("BIG", "SMALL"),
+                    help=argparse.SUPPRESS)  # the plain side, in its own process
     ap.add_argument("--dry-run", action="store_true", help="everything but the engines: the "
                     "recipe, the model, both sides' prompts and parameters (seconds, no vLLM run)")
     args = ap.parse_args(argv)
@@ -187,6 +207,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # two engines at once here
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
+    if args.plain_only:
+        plain = Plain(args.recipe, args.sets)
+        res = {"big": plain.generate(args.plain_only[0]), "small": plain.generate(args.plain_only[1]),
+               "load_s": plain.load_s, "nice": plain.nice, "kwargs": plain.kwargs}
+        print("RESULT " + json.dumps(res), flush=True)
+        return
     recipe = load(args.recipe, args.sets, big_n)
     t = recipe.teacher
     print(f"recipe {recipe.name}: teacher {t.model}, {big_n} vs {small_n} prompts x n {t.sampling.n}, "
@@ -195,16 +221,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         dry_run(args.recipe, args.sets, big_n)
         return
-    plain = Plain(args.recipe, args.sets)
-    print(f"plain engine arguments (the stage's): {plain.kwargs}; loaded in {plain.load_s:.1f} s; "
-          f"its processes at niceness {plain.nice}, as Ray's workers")
     best: dict[str, tuple] = {}
+    prof = cProfile.Profile() if args.profile else None
     with tempfile.TemporaryDirectory(prefix="teacher_overhead-") as tmp:
         for r in range(reps):
             runs = {
-                "stage": (run_stage(args.recipe, args.sets, big_n, Path(tmp) / f"big{r}"),
+                "stage": (run_stage(args.recipe, args.sets, big_n, Path(tmp) / f"big{r}",
+                                    prof if r == 0 else None),
                           run_stage(args.recipe, args.sets, small_n, Path(tmp) / f"small{r}")),
-                "plain": (plain.generate(big_n), plain.generate(small_n)),
+                "plain": run_plain(args, big_n, small_n),
             }
             for side, (big, small) in runs.items():
                 rate = warm_rate(big, small)
@@ -212,17 +237,13 @@ def main(argv: list[str] | None = None) -> None:
                       f"tok in {small[1]:.1f} s -> warm {rate:.1f} tok/s", flush=True)
                 if side not in best or rate > best[side][0]:
                     best[side] = (rate, big, small)
-        profile_lines = []
-        if args.profile:
-            prof = cProfile.Profile()
-            tokens, seconds = run_stage(args.recipe, args.sets, big_n, Path(tmp) / "profiled", prof)
-            stats = pstats.Stats(prof)
-            for key in ("tottime", "cumulative"):
-                buf = io.StringIO()
-                pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(18)
-                profile_lines.append(f"driver profile by {key} ({tokens} tok in {seconds:.1f} s):\n"
-                                     + "\n".join(buf.getvalue().splitlines()[6:]))
-            del stats
+    profile_lines = []
+    if prof is not None:
+        for key in ("tottime", "cumulative"):
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(18)
+            profile_lines.append(f"driver profile of the first big stage run, by {key}:\n"
+                                 + "\n".join(buf.getvalue().splitlines()[6:]))
     load_avg = os.getloadavg()
     for side, (rate, big, small) in best.items():
         print(f"{side:5s}: {rate:8.1f} output tok/s warm; whole run of {big_n} prompts "

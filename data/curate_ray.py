@@ -129,16 +129,30 @@ def _rows(batch: Any, cfg: CurateConfig, index: Any, parts: int, flags: bool,
     rows[KEY] = order_keys(rows)
     rows[PART] = _part_of(rows["prompt_id"], parts)
     if done is not None:
-        done.put_nowait(len(rows))
+        _report(done, len(rows))
     return rows
+
+
+def _report(done: Any, n: int) -> None:
+    """Progress is best effort: a lost queue (its node gone) must not fail the batch."""
+    from ray.exceptions import RayError
+
+    try:
+        done.put_nowait(n)
+    except RayError:
+        pass
 
 
 @contextmanager
 def _counting(report: Callable[[int], None]) -> Iterator[Any]:
-    """Yield a Ray queue that tasks put row counts in; their running sum goes to `report`."""
+    """Yield a Ray queue that tasks put row counts in; their running sum goes to `report`. The
+    queue's actor lives on the driver's node (pipeline.cluster.on_this_node): placed on a worker
+    node, it would die with it and fail every task that reports after."""
     from ray.util.queue import Empty, Queue
 
-    queue, stop, total = Queue(actor_options={"num_cpus": 0}), threading.Event(), [0]
+    from distill.pipeline.cluster import on_this_node
+
+    queue, stop, total = Queue(actor_options=on_this_node()), threading.Event(), [0]
 
     def drain() -> None:
         while not (stop.is_set() and queue.empty()):

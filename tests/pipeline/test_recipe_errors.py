@@ -115,3 +115,17 @@ def test_rows_without_reference_are_rejected_with_reason(tmp_path):
     rows = load_prompts(PromptsConfig(source=str(tmp_path / "p.jsonl")))
     assert rows["reject_reason"].tolist() == [None, "empty_problem", "missing_reference", "duplicate_prompt_id"]
     assert rows["keep"].tolist() == [True, False, False, False]
+
+
+def test_which_row_keeps_a_repeated_prompt_id_does_not_depend_on_file_order(tmp_path):
+    from distill.data.prompts import load_prompts
+    from distill.workflows.recipe import PromptsConfig
+
+    rows = pd.DataFrame({"id": ["x", "y", "x"], "problem": ["a?", "b?", "c?"], "answer": ["1", "2", "3"]})
+    kept = []
+    for name, frame in (("in_order", rows), ("reversed", rows.iloc[::-1])):
+        frame.to_json(tmp_path / f"{name}.jsonl", orient="records", lines=True)
+        out = load_prompts(PromptsConfig(source=str(tmp_path / f"{name}.jsonl"), id_column="id"))
+        assert sorted(out["reject_reason"].fillna("")) == ["", "", "duplicate_prompt_id"]
+        kept.append(sorted(out.loc[out["keep"], "problem"]))
+    assert kept[0] == kept[1]

@@ -35,6 +35,8 @@ def package_versions() -> dict[str, str]:
 
 
 def _line(name: str, status: str, m: dict, seconds: float) -> str:
+    if m.get("enabled") is False:   # an optional stage the recipe leaves out
+        return f"{name:<9} off      (no `{name}:` section in the recipe)"
     rejected = sum(m.get("rejected", {}).values())
     return (f"{name:<9} {status:<8} in {m.get('rows_in', 0):>7,}  kept {m.get('kept', 0):>7,}  "
             f"rejected {rejected:>6,}  {seconds:7.1f}s")

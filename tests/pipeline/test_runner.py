@@ -112,3 +112,23 @@ def test_a_stage_made_again_with_new_content_makes_its_readers_run_again(done, m
     assert "use       again    its input make was made again since" in log
     assert Resumable.calls == 2
     assert open_run(done).stage("use").to_pandas()["y"].tolist() == [70, 80]
+
+
+class Optional:
+    name, version, needs, resumable = "extra", "1", ("make",), False
+
+    def config(self, recipe: Toy) -> dict:
+        return {"extra": None}
+
+    def run(self, ctx: StageContext) -> StageResult:
+        return StageResult(rows=None, rows_in=0, already_written=True, extra={
+            "counts": {"rows_in": 0, "kept": 0, "rejected": {}}, "enabled": False})
+
+
+def test_an_optional_stage_the_recipe_leaves_out_says_off_not_ran(tmp_path):
+    out = io.StringIO()
+    run_stages([MakeRows(), Optional()], Toy(), RunStore(tmp_path),
+               console=Console(file=out, width=200), resolvers={})
+    log = out.getvalue()
+    assert "extra     off      (no `extra:` section in the recipe)" in log
+    assert "make      ran      in" in log

@@ -79,7 +79,8 @@ class OnPolicyStage:
         recipe = ctx.recipe
         if recipe.onpolicy is None:
             return StageResult(rows=None, rows_in=0, already_written=True, extra={
-                "counts": {"rows_in": 0, "kept": 0, "rejected": {}}, "model_dir": None})
+                "counts": {"rows_in": 0, "kept": 0, "rejected": {}}, "model_dir": None,
+                "enabled": False})
         from distill.engines.models import resolve_model
 
         prompts = ctx.inputs["prompts"].to_pandas()

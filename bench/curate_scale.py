@@ -8,7 +8,10 @@ of random words (no exact duplicates; two prompts in ten get an exact copy of a 
 prompt's problem made unique the same way. They are written as a generate stage writes them
 (Parquet, 2,000 rows a file) for N and 2N rows. Each measurement runs in a fresh process:
 - cluster: the stage's path (data.curate_ray on a local Ray with every CPU): the workers read,
-  curate and write; the driver's peak RSS is what it holds.
+  curate and write; the driver's peak RSS is what it holds. Ray is started and Ray Data has run
+  once (its bookkeeping actors are up) before the clock starts, as in a workflow where curate
+  follows generate; the worker processes that run the rules start cold (imports, math-verify's
+  caches), as the in-driver path's pool does.
 - in-driver: the pandas path the stage used before, on the N rows: read them all into the
   driver, curate() (verify in a process pool), split and write.
 Each is run `--repeats` times, interleaved, and the fastest run of each kept (other work on a
@@ -88,10 +91,13 @@ def child(mode: str, data: Path, out: Path) -> dict:
     sys.path.insert(0, str(REPO))
     cfg = config()
     if mode == "cluster":
+        import ray
+
         from distill.data.curate_ray import curate_on_ray
         from distill.pipeline.cluster import ensure_ray
 
         ensure_ray()
+        ray.data.range(1).materialize()   # Ray Data's bookkeeping actors up, as after generate
         started = time.perf_counter()
         counts, _ = curate_on_ray(data, cfg, out)
         seconds, frame_mb = time.perf_counter() - started, None

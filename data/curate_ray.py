@@ -6,7 +6,8 @@ The same rules as data.curate.curate, with the rows on the workers; the driver p
 object references, small tables of flagged ids, and one line per written part:
 0.   opt-in (verify.majority_reference): the rows without a reference are parsed and grouped
      by prompt_id; each group's majority answer goes into a broadcast table (data.majority).
-1-4. `read_parquet` -> `map_batches` (function UDFs: math-verify's alarm needs a task's main
+1-4. work items of Parquet row slices (pipeline.slices) -> `map_batches`, each task reading its
+     rows and running the rules (function UDFs: math-verify's alarm needs a task's main
      thread; each verification under its own timeout): parse, verify, the R1 filters, and
      decontamination against an index built once and broadcast (ray.put). An opt-in judge runs
      as one actor between verify and the filters. The result is materialized once.
@@ -53,7 +54,9 @@ from distill.pipeline.accounting import (
     parquet_rows,
     parquet_types,
     split_and_write_ray,
+    task_slots,
 )
+from distill.pipeline.slices import mark_done, read_slices, slices_dataset
 
 KEY, PART = "_curate_key", "_part"
 MADE_TYPES = {"reasoning": pa.string(), "answer_text": pa.string(), "think_closed": pa.bool_(),
@@ -84,11 +87,11 @@ def _part_of(prompt_ids: pd.Series, parts: int) -> np.ndarray:
                      for p in prompt_ids.tolist()], dtype=np.int64)
 
 
-def _no_reference(batch: Any, cfg: CurateConfig) -> pd.DataFrame:
+def _no_reference(batch: Any, cfg: CurateConfig, schema: pa.Schema) -> pd.DataFrame:
     """The parsed answers and order keys of a batch's rows without a reference answer."""
     from distill.data.mathverify import present
 
-    rows = as_frame(batch)
+    rows = as_frame(read_slices(batch, schema))
     rows = parse_rows(rows[~rows["reference"].map(present)], cfg)
     return pd.DataFrame({"prompt_id": rows["prompt_id"].astype(object).to_numpy(),
                          "final_answer": rows["final_answer"].astype(object).to_numpy(),
@@ -102,14 +105,15 @@ def _majority_group(rows: pd.DataFrame, timeout_s: float) -> pd.DataFrame:
     return majority_table(rows, rows[KEY], timeout_s=timeout_s, workers=1)
 
 
-def _majority(source: Any, cfg: CurateConfig, args: dict) -> Any:
+def _majority(source: Any, schema: pa.Schema, cfg: CurateConfig, args: dict) -> Any:
     """verify.majority_reference's table ({prompt_id: (reference, agreement)}) for the prompts
     without a reference, made on the workers (a groupby on prompt_id), broadcast; None when off."""
     import ray
 
     if not cfg.verify.majority_reference.enabled:
         return None
-    answers = source.map_batches(_no_reference, fn_kwargs={"cfg": cfg}, **args).materialize()
+    answers = source.map_batches(_no_reference, fn_kwargs={"cfg": cfg, "schema": schema},
+                                 **args).materialize()
     table = {}
     if answers.count():
         found = answers.groupby("prompt_id").map_groups(
@@ -120,56 +124,54 @@ def _majority(source: Any, cfg: CurateConfig, args: dict) -> Any:
     return ray.put(table)
 
 
-def _rows(batch: Any, cfg: CurateConfig, index: Any, parts: int, flags: bool,
-          done: Any = None, majority: Any = None) -> pd.DataFrame:
-    """Rules 1-2 (and 3-4 unless a judge comes between) on one batch, with the order key and part;
-    the batch's row count goes to the `done` queue (progress)."""
-    rows = parse_and_verify(as_frame(batch), cfg, majority=_get(majority))
+def _rows(batch: Any, schema: pa.Schema, cfg: CurateConfig, index: Any, parts: int,
+          flags: bool, done: str | None = None, majority: Any = None) -> pd.DataFrame:
+    """Rules 1-2 (and 3-4 unless a judge comes between) on one work item's rows (read here:
+    pipeline.slices), with the order key and part; the item is marked done in `done`."""
+    rows = as_frame(read_slices(batch, schema))
+    rows = parse_and_verify(rows, cfg, majority=_get(majority))
     rows = flag_rows(rows, cfg, index=_get(index)) if flags else rows
     rows[KEY] = order_keys(rows)
     rows[PART] = _part_of(rows["prompt_id"], parts)
     if done is not None:
-        _report(done, len(rows))
+        mark_done(batch, done)
     return rows
 
 
-def _report(done: Any, n: int) -> None:
-    """Progress is best effort: a lost queue (its node gone) must not fail the batch."""
-    from ray.exceptions import RayError
-
-    try:
-        done.put_nowait(n)
-    except RayError:
-        pass
-
-
 @contextmanager
-def _counting(report: Callable[[int], None]) -> Iterator[Any]:
-    """Yield a Ray queue that tasks put row counts in; their running sum goes to `report`. The
-    queue's actor lives on the driver's node (pipeline.cluster.on_this_node): placed on a worker
-    node, it would die with it and fail every task that reports after."""
-    from ray.util.queue import Empty, Queue
+def _counting(folder: Path, report: Callable[[int], None]) -> Iterator[str]:
+    """Yield a folder (storage every node sees) where tasks mark their work items done
+    (pipeline.slices.mark_done); a driver thread sends the rows done to `report`. Files, not a
+    queue actor: an actor takes a worker process the first tasks would start in (~2 s on a
+    small machine), dies with its node, and counts a retried task twice."""
+    import shutil
 
-    from distill.pipeline.cluster import on_this_node
+    from distill.pipeline.slices import rows_done
 
-    queue, stop, total = Queue(actor_options=on_this_node()), threading.Event(), [0]
+    shutil.rmtree(folder, ignore_errors=True)   # an earlier, killed attempt's marks
+    folder.mkdir(parents=True)
+    stop, seen = threading.Event(), {}
 
-    def drain() -> None:
-        while not (stop.is_set() and queue.empty()):
-            try:
-                total[0] += queue.get(timeout=0.5)
-            except Empty:
-                continue
-            report(total[0])
+    def poll() -> None:
+        last = -1
+        while True:
+            finished = stop.is_set()
+            total = rows_done(folder, seen)
+            if total != last:
+                report(total)
+                last = total
+            if finished:
+                return
+            stop.wait(0.5)
 
-    thread = threading.Thread(target=drain, daemon=True)
+    thread = threading.Thread(target=poll, daemon=True)
     thread.start()
     try:
-        yield queue
+        yield str(folder)
     finally:
         stop.set()
-        thread.join(timeout=5)
-        queue.shutdown()
+        thread.join(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _flags(batch: Any, cfg: CurateConfig, index: Any) -> pd.DataFrame:
@@ -284,22 +286,25 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
         verify |= {"method": "math",
                    "judge": cfg.verify.judge.model_copy(update={"enabled": False})}
     task = cfg.model_copy(update={"verify": cfg.verify.model_copy(update=verify)})
-    source = ray.data.read_parquet(str(traces_dir))
-    _check_columns(source.schema().names, cfg)
     rows_in, types = parquet_rows(traces_dir), parquet_types(traces_dir)   # from the footers
+    cpus = task_slots()
+    per_block = max(1, min(c.rows_per_block, math.ceil(rows_in / (2 * cpus))))
+    source, schema = slices_dataset(traces_dir, per_block)
+    _check_columns(schema.names, cfg)
     progress("traces", 0, rows_in)
     parts = max(1, math.ceil(rows_in / c.rows_per_part))
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    per_block = max(1, min(c.rows_per_block, math.ceil(rows_in / (2 * cpus))))
-    index = ray.put(build_index(cfg.decontam)) if cfg.decontam.enabled and rows_in else None
+    index = None   # built by a task on a worker while Ray Data plans; the rules' tasks get it
+    if cfg.decontam.enabled and rows_in:
+        index = ray.remote(build_index).options(num_cpus=c.task_cpus).remote(cfg.decontam)
     args = {"batch_format": "pyarrow", "batch_size": None, "num_cpus": c.task_cpus,
             # a task per CPU at most: each new worker process spends seconds on its imports
             "compute": ray.data.TaskPoolStrategy(size=cpus)}
-    majority = _majority(source, task, args) if rows_in else None
-    with _counting(lambda n: progress("traces parsed and verified", n, rows_in)) as done:
-        ds = source.repartition(target_num_rows_per_block=per_block).map_batches(
-            _rows, fn_kwargs={"cfg": task, "index": index, "parts": parts, "flags": not judged,
-                              "done": done, "majority": majority}, **args)
+    majority = _majority(source, schema, task, args) if rows_in else None
+    with _counting(out_dir / ".progress",
+                   lambda n: progress("traces parsed and verified", n, rows_in)) as done:
+        ds = source.map_batches(
+            _rows, fn_kwargs={"schema": schema, "cfg": task, "index": index, "parts": parts,
+                              "flags": not judged, "done": done, "majority": majority}, **args)
         if judged:
             ds = ds.map_batches(_Judge, fn_constructor_kwargs={"judge": judge, "cfg": cfg},
                                 compute=ray.data.ActorPoolStrategy(size=1), batch_format="pyarrow",
@@ -323,7 +328,8 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
         if responses:  # within-prompt dedupe first, on the parts, then across them
             ds = ds.groupby(PART, num_partitions=parts).map_groups(
                 partial(_finish, cfg=cfg, tables=tables, responses=True, select_too=False),
-                batch_format="pyarrow", num_cpus=c.task_cpus).materialize()
+                batch_format="pyarrow", num_cpus=c.task_cpus,
+                concurrency=task_slots()).materialize()
             tables, responses = [], False
         tables += _tables(ds, tables, cfg.dedupe_across_prompts, "cross_prompt_", "response", parts)
     counts, totals = split_and_write_ray(

@@ -54,8 +54,8 @@ from distill.pipeline.accounting import (
     parquet_rows,
     parquet_types,
     split_and_write_ray,
-    task_slots,
 )
+from distill.pipeline.cluster import task_slots
 from distill.pipeline.slices import mark_done, read_slices, slices_dataset
 
 KEY, PART = "_curate_key", "_part"

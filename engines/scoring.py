@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from distill.engines.vllm import EngineSpec
+from distill.pipeline.cluster import light_task_args
 
 
 def sample_params(spec: EngineSpec, request_id: str) -> dict[str, Any]:
@@ -67,8 +68,8 @@ def _run(spec: EngineSpec, frame: pd.DataFrame, params, post) -> Iterator[pd.Dat
                 **({} if error else post(row))}
 
     processor = build_processor(spec.processor_config(), preprocess=pre, postprocess=post_row,
-                                preprocess_map_kwargs={"num_cpus": 0.05},
-                                postprocess_map_kwargs={"num_cpus": 0.05})
+                                preprocess_map_kwargs=light_task_args(),
+                                postprocess_map_kwargs=light_task_args())
     cols = ["request_id", "token_ids"] + (["start"] if "start" in frame else [])
     if frame.empty:
         return

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from distill.engines.sampling import SamplingConfig, request_seed
-from distill.pipeline.cluster import CPU_ENGINE_ENV, vllm_is_cpu_build
+from distill.pipeline.cluster import CPU_ENGINE_ENV, light_task_args, vllm_is_cpu_build
 
 # vLLM engine arguments that place, size or schedule the work but do not change what a request
 # returns; every other argument (dtype, quantization, kv_cache_dtype, max_model_len, revision,
@@ -203,7 +203,7 @@ class VLLMGenerator:
 
         processor = build_processor(
             spec.processor_config(), preprocess=pre, postprocess=post,
-            preprocess_map_kwargs={"num_cpus": 0.05}, postprocess_map_kwargs={"num_cpus": 0.05},
+            preprocess_map_kwargs=light_task_args(), postprocess_map_kwargs=light_task_args(),
         )
         blocks = [requests.iloc[i:i + block_rows][["request_id", "prompt", *carry]]
                   for i in range(0, len(requests), block_rows)]
@@ -213,7 +213,7 @@ class VLLMGenerator:
         # deadlocks a 2-CPU machine once the engine holds one).
         return processor(ray.data.from_pandas(blocks)).map_batches(
             normalise_results, fn_kwargs={"carry": carry}, batch_format="pandas",
-            batch_size=None, num_cpus=0.05)
+            batch_size=None, **light_task_args())
 
 
 RESULT_COLUMNS = ["request_id", "text", "prompt_tokens", "completion_tokens", "finish_reason", "error"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from distill.pipeline.cluster import writer_identity
+from distill.pipeline.cluster import task_slots, writer_identity
 from distill.pipeline.store import write_parquet
 
 
@@ -141,15 +141,6 @@ def _write_part(part: Any, *, out_dir: str, part_column: str,
                          "writer": [json.dumps(writer_identity())]})
 
 
-def task_slots() -> int:
-    """Tasks of one operator at once: one per CPU in the cluster. A fractional num_cpus (so a
-    task never waits for a CPU an actor holds) would otherwise let Ray run two per CPU, each in
-    a new worker process that spends seconds on its imports before its first row."""
-    import ray
-
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
 def split_and_write_ray(ds: Any, out_dir: Path, rows_in: int, *, part_column: str, parts: int,
                         finish: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
                         stats: Callable[[pd.DataFrame], dict] | None = None,
@@ -169,7 +160,8 @@ def split_and_write_ray(ds: Any, out_dir: Path, rows_in: int, *, part_column: st
 
     types = {**(types or {}), "reject_reason": pa.string(), "keep": pa.bool_()}
     written = ds.groupby(part_column, num_partitions=max(1, parts)).map_groups(
-        _write_part, batch_format="pyarrow", num_cpus=num_cpus, concurrency=task_slots(),
+        _write_part, batch_format="pyarrow", num_cpus=num_cpus,
+        concurrency=max(1, min(task_slots(), parts)),
         fn_kwargs={"out_dir": str(out_dir), "part_column": part_column, "finish": finish,
                    "stats": stats, "types": types}).to_pandas()
     counts: dict = {"kept": 0, "rejected": {}}

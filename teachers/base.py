@@ -8,12 +8,13 @@ generate stage writes on the workers that made them.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Callable, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import pandas as pd
 
 from distill.engines.models import resolve_model
+from distill.pipeline.cluster import light_task_args
 from distill.teachers.config import TeacherConfig
 
 
@@ -52,7 +53,7 @@ class VLLMTeacher:
         if ds is None:
             return None
         return ds.map_batches(_as_trace, fn_kwargs={"force_think": self.cfg.force_think},
-                              batch_format="pandas", batch_size=None, num_cpus=0.05)
+                              batch_format="pandas", batch_size=None, **light_task_args())
 
 
 def _as_trace(out: pd.DataFrame, force_think: bool) -> pd.DataFrame:

@@ -29,8 +29,14 @@ import pandas as pd
 import pyarrow as pa
 
 from distill.pipeline.accounting import frame_types, split_and_write_ray
-from distill.pipeline.cluster import writer_identity
-from distill.workflows.trace_cache import ANSWER_COLUMNS, TraceCache, read_answers, shard_line, write_block
+from distill.pipeline.cluster import light_task_args, writer_identity
+from distill.workflows.trace_cache import (
+    ANSWER_COLUMNS,
+    TraceCache,
+    read_answers,
+    shard_line,
+    write_block,
+)
 
 PART_ROWS = 8192   # rows per output part
 PART, SHARD = "_part", "_shard"
@@ -45,7 +51,7 @@ def write_on_workers(ds: Any, cache: TraceCache) -> Iterator[dict]:
     """Write each block of `ds` (teacher results with `request_key`) as one cache shard on the
     worker that made it; yield one line per shard as it is written."""
     lines = ds.map_batches(write_block, fn_kwargs={"folder": str(cache.folder)},
-                           batch_format="pandas", batch_size=None, num_cpus=0.05)
+                           batch_format="pandas", batch_size=None, **light_task_args())
     for batch in lines.iter_batches(batch_format="pandas", batch_size=None):
         yield from (line for line in batch.to_dict("records") if line["rows"])
     cache.remove_temporary()   # a killed worker's unfinished write

@@ -281,9 +281,11 @@ def _exact_keys(tok, tok_off, keys):
 @_kernel
 def _signatures(tok, tok_off, ngram, seed_word, mult, sig):
     """sig (n, P) uint32: per text, the minimum over its shingles x of mult * x mod 2^32, where x
-    is the top half of the mixed shingle hash (Horner over `ngram` tokens, rolled along)."""
+    is the top half of the mixed shingle hash (Horner over `ngram` tokens, rolled along). Four
+    shingles go through the permutations together: one pass over the row per four."""
     n, p = len(tok_off) - 1, len(mult)
     row = np.empty(p, np.uint32)
+    four = np.empty(4, np.uint32)
     lead = _U(1)                      # GOLD^(ngram-1): the weight of the token rolling out
     for _ in range(ngram - 1):
         lead *= _GOLD
@@ -295,15 +297,25 @@ def _signatures(tok, tok_off, ngram, seed_word, mult, sig):
             acc *= _GOLD
             if s + j < e:
                 acc += tok[s + j]
-        i = s + ngram
+        i, held = s + ngram, 0
         while True:
-            x = np.uint32(_mix1(acc ^ seed_word) >> _U(32))
-            for k in range(p):
-                row[k] = min(row[k], np.uint32(mult[k] * x))
+            four[held] = np.uint32(_mix1(acc ^ seed_word) >> _U(32))
+            held += 1
+            if held == 4:
+                x0, x1, x2, x3 = four[0], four[1], four[2], four[3]
+                for k in range(p):
+                    m = mult[k]
+                    row[k] = min(row[k], min(min(np.uint32(m * x0), np.uint32(m * x1)),
+                                             min(np.uint32(m * x2), np.uint32(m * x3))))
+                held = 0
             if i >= e:
                 break
             acc = (acc - tok[i - ngram] * lead) * _GOLD + tok[i]
             i += 1
+        for q in range(held):
+            x = four[q]
+            for k in range(p):
+                row[k] = min(row[k], np.uint32(mult[k] * x))
         sig[t] = row
 
 

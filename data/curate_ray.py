@@ -329,7 +329,7 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
             ds = ds.groupby(PART, num_partitions=parts).map_groups(
                 partial(_finish, cfg=cfg, tables=tables, responses=True, select_too=False),
                 batch_format="pyarrow", num_cpus=c.task_cpus,
-                concurrency=task_slots()).materialize()
+                compute=ray.data.TaskPoolStrategy(size=task_slots())).materialize()
             tables, responses = [], False
         tables += _tables(ds, tables, cfg.dedupe_across_prompts, "cross_prompt_", "response", parts)
     counts, totals = split_and_write_ray(

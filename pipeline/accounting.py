@@ -157,11 +157,12 @@ def split_and_write_ray(ds: Any, out_dir: Path, rows_in: int, *, part_column: st
     those of the parts written, checked against rows_in and against the rows the Parquet files
     hold; the driver holds one line per part, never the rows."""
     import pyarrow as pa
+    import ray
 
     types = {**(types or {}), "reject_reason": pa.string(), "keep": pa.bool_()}
     written = ds.groupby(part_column, num_partitions=max(1, parts)).map_groups(
         _write_part, batch_format="pyarrow", num_cpus=num_cpus,
-        concurrency=max(1, min(task_slots(), parts)),
+        compute=ray.data.TaskPoolStrategy(size=max(1, min(task_slots(), parts))),
         fn_kwargs={"out_dir": str(out_dir), "part_column": part_column, "finish": finish,
                    "stats": stats, "types": types}).to_pandas()
     counts: dict = {"kept": 0, "rejected": {}}

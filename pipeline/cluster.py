@@ -72,7 +72,9 @@ def light_task_args() -> dict:
     shard): a sliver of a CPU, so it never waits for the CPU an engine holds, and task_slots()
     at once. (Uncapped, Ray started a worker process per block while the engine was loading:
     `python bench/teacher_overhead.py` measured 0.73 with 16 blocks, 0.85 with 4.)"""
-    return {"num_cpus": 0.05, "concurrency": task_slots()}
+    import ray
+
+    return {"num_cpus": 0.05, "compute": ray.data.TaskPoolStrategy(size=task_slots())}
 
 
 def on_this_node() -> dict:

@@ -23,16 +23,17 @@ import json
 import random
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from tests.loopback import LoopbackServer, OwnedHTTPServer
 
 KINDS = ("429", "500", "cut", "stall", "echo")
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: OwnedHTTPServer
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -83,12 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    owner: FaultProxy
-
-
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """The proxy; `start()`/`stop()` or use it as a context manager."""
 
     def __init__(self, upstream: str, *, rate: float = 0.2, seed: int = 0, stall_s: float = 3.0,
@@ -97,17 +93,13 @@ class FaultProxy:
         self.rate, self.seed, self.stall_s, self.kinds = rate, seed, stall_s, kinds
         self.injected: Counter = Counter()
         self.forwarded = 0
-        self.stopping = threading.Event()
         self._attempts: Counter = Counter()
         self._lock = threading.Lock()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        super().__init__(_Handler, name="fault-proxy")
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}{self.upstream.path}"
+        return f"http://127.0.0.1:{self.port}{self.upstream.path}"
 
     def draw(self, body: bytes) -> str | None:
         """The fault for this attempt of this request, or None to forward it."""
@@ -133,18 +125,3 @@ class FaultProxy:
         finally:
             conn.close()
 
-    def start(self) -> FaultProxy:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

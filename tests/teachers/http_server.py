@@ -42,8 +42,9 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from http.server import BaseHTTPRequestHandler
+
+from tests.loopback import LoopbackServer, OwnedHTTPServer
 
 OPS = {"plus": ("+", lambda a, b: a + b), "minus": ("-", lambda a, b: a - b),
        "times": ("*", lambda a, b: a * b)}
@@ -139,7 +140,7 @@ def last_user(messages: list) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: OwnedHTTPServer
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -230,12 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    owner: ChatServer
-
-
-class ChatServer:
+class ChatServer(LoopbackServer):
     """The server; `start()`/`stop()` or use it as a context manager."""
 
     def __init__(self, default: Behaviour | None = None, rules: dict[str, Behaviour] | None = None,
@@ -248,18 +244,14 @@ class ChatServer:
         self.received: list[Received] = []
         self.max_active = 0
         self.aborted = 0
-        self.stopping = threading.Event()
         self._active = 0
         self._per_prompt: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="chat-test-server", daemon=True)
+        super().__init__(_Handler, name="chat-test-server")
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def behaviour(self, prompt: str) -> Behaviour:
         return next((b for key, b in self.rules.items() if key in prompt), self.default)
@@ -290,18 +282,3 @@ class ChatServer:
         with self._lock:
             self._active -= 1
 
-    def start(self) -> ChatServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

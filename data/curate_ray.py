@@ -174,6 +174,27 @@ def _counting(folder: Path, report: Callable[[int], None]) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextmanager
+def _own_errors(index: Any) -> Iterator[None]:
+    """When the rules' tasks fail because the decontamination index could not be built (a
+    missing extra_paths file, an index of another version), raise that error as it is, with its
+    fix, rather than wrapped in every task's failure."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    try:
+        yield
+    except Exception:
+        if index is not None:
+            ready, _ = ray.wait([index], timeout=0)
+            if ready:
+                try:
+                    ray.get(index)
+                except RayTaskError as failed:
+                    raise failed.cause from None
+        raise
+
+
 def _flags(batch: Any, cfg: CurateConfig, index: Any) -> pd.DataFrame:
     batch = as_frame(batch)
     rows = flag_rows(batch.drop(columns=[KEY, PART]), cfg, index=_get(index))
@@ -301,7 +322,8 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
             "compute": ray.data.TaskPoolStrategy(size=cpus)}
     majority = _majority(source, schema, task, args) if rows_in else None
     with _counting(out_dir / ".progress",
-                   lambda n: progress("traces parsed and verified", n, rows_in)) as done:
+                   lambda n: progress("traces parsed and verified", n, rows_in)) as done, \
+            _own_errors(index):
         ds = source.map_batches(
             _rows, fn_kwargs={"schema": schema, "cfg": task, "index": index, "parts": parts,
                               "flags": not judged, "done": done, "majority": majority}, **args)

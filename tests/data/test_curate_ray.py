@@ -171,6 +171,18 @@ def test_missing_columns_fail_before_any_task(ray_local, tmp_path):
         curate_on_ray(data, _config(dedupe_responses={"columns": ["answer"]}), tmp_path / "out")
 
 
+def test_a_decontamination_file_missing_names_itself(ray_local, tmp_path):
+    """The index is built by a task; its error reaches the user as it is, with its fix."""
+    from distill.data.curate_ray import curate_on_ray
+    from distill.pipeline.errors import RecipeError
+
+    data = _generate_dir(traces(), tmp_path / "gen", 1)
+    cfg = _config(decontam={"enabled": True, "benchmarks": [],
+                            "extra_paths": [str(tmp_path / "absent.jsonl")]})
+    with pytest.raises(RecipeError, match="(?s)extra_paths: .*absent.jsonl does not exist.*fix: "):
+        curate_on_ray(data, cfg, tmp_path / "out")
+
+
 def test_no_traces_give_empty_parts(ray_local, tmp_path):
     from distill.data.curate_ray import curate_on_ray
 

@@ -6,6 +6,7 @@
     with ChatServer() as server: ... server.port ...
 
 `start()`/`stop()` or a `with` block; `stopping` is set on stop (handlers that stall watch it).
+Handlers subclass LoopbackHandler (HTTP/1.1, quiet, `reply(status, bytes, ctype, headers)`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,26 @@ class OwnedHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     owner: Any
+
+
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 (keep-alive, as real servers), no access log, and `reply`."""
+
+    protocol_version = "HTTP/1.1"
+    server: OwnedHTTPServer
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def reply(self, status: int, data: bytes, ctype: str = "application/json",
+              headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
 
 
 class LoopbackServer:

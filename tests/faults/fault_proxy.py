@@ -23,21 +23,14 @@ import json
 import random
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from tests.loopback import LoopbackServer, OwnedHTTPServer
+from tests.loopback import LoopbackHandler, LoopbackServer
 
 KINDS = ("429", "500", "cut", "stall", "echo")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: OwnedHTTPServer
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
+class _Handler(LoopbackHandler):
     def do_POST(self) -> None:
         proxy = self.server.owner
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -74,14 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _send(self, status: int, obj: dict, headers: dict | None = None) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply(status, json.dumps(obj).encode(), headers=headers)
 
 
 class FaultProxy(LoopbackServer):

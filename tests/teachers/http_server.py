@@ -42,9 +42,8 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 
-from tests.loopback import LoopbackServer, OwnedHTTPServer
+from tests.loopback import LoopbackHandler, LoopbackServer
 
 OPS = {"plus": ("+", lambda a, b: a + b), "minus": ("-", lambda a, b: a - b),
        "times": ("*", lambda a, b: a * b)}
@@ -138,13 +137,7 @@ def last_user(messages: list) -> str:
     return users[-1] if users else ""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: OwnedHTTPServer
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
+class _Handler(LoopbackHandler):
     def do_GET(self) -> None:  # no GET route (a hub client's whoami, /v1/models): 404
         self._json(404, {"error": {"message": f"Not found: {self.path}"}})
 
@@ -222,13 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode(), "application/json", headers)
 
     def _send(self, status: int, data: bytes, ctype: str, headers: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply(status, data, ctype, headers)
 
 
 class ChatServer(LoopbackServer):

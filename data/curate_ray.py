@@ -9,7 +9,7 @@ object references, small tables of flagged ids, and one line per written part:
 1-4. work items of Parquet row slices (pipeline.slices) -> `map_batches`, each task reading its
      rows and running the rules (function UDFs: math-verify's alarm needs a task's main
      thread; each verification under its own timeout): parse, verify, the R1 filters, and
-     decontamination against an index built once and broadcast (ray.put). An opt-in judge runs
+     decontamination against an index built once, by a task, and shared. An opt-in judge runs
      as one actor between verify and the filters. The result is materialized once.
 5.   prompt dedupe: data.dedupe_ray's shuffle on MinHash band keys over one row per prompt.
 6.   response dedupe, within a prompt (the default): inside each part (below); any other scope

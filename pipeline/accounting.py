@@ -88,25 +88,51 @@ def parquet_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
-def parquet_rows(folder: Path) -> int:
-    """Rows in the Parquet files in `folder`, from their footers (nothing else is read)."""
-    import pyarrow.parquet as pq
-
-    return sum(pq.read_metadata(f).num_rows for f in parquet_files(folder))
-
-
-def parquet_types(folder: Path) -> dict:
-    """{column: pyarrow type} of the Parquet files in `folder`, unified over them (a column
-    null in some files and text in others is text), from their footers; null-typed left out."""
+def parquet_footers(folder: Path) -> list[tuple[Path, Any]]:
+    """(path, pyarrow FileMetaData) of each Parquet file in `folder`, from its footer (nothing
+    else is read); a file that is not Parquet is named in the error."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = parquet_files(folder)
-    if not files:
-        return {}
-    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    from distill.pipeline.errors import DistillError
+
+    footers = []
+    for path in parquet_files(folder):
+        try:
+            footers.append((path, pq.read_metadata(path)))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DistillError(f"{path}: not a readable Parquet file ({e})",
+                               fix="remove or replace that file (a stage writes only whole "
+                               "files, so one cut short was written by something else), "
+                               "then run again") from None
+    return footers
+
+
+def parquet_rows(folder: Path) -> int:
+    """Rows in the Parquet files in `folder`, from their footers (nothing else is read)."""
+    return sum(meta.num_rows for _, meta in parquet_footers(folder))
+
+
+def parquet_schema(folder: Path) -> Any:
+    """The pyarrow schema of the Parquet files in `folder`, unified over them (a column null in
+    some files and text in others is text; a column some files lack is kept), from footers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(path) for path, _ in parquet_footers(folder)]
+    if not schemas:
+        return pa.schema([])
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    return pa.schema(list(schema))   # without the writers' pandas metadata
+
+
+def parquet_types(folder: Path) -> dict:
+    """{column: pyarrow type} of parquet_schema(folder), null-typed columns left out."""
+    import pyarrow as pa
+
     plain = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
-    return {f.name: plain.get(f.type, f.type) for f in schema if not pa.types.is_null(f.type)}
+    return {f.name: plain.get(f.type, f.type) for f in parquet_schema(folder)
+            if not pa.types.is_null(f.type)}
 
 
 PART_NAME = "part-{:05d}"

@@ -28,16 +28,13 @@ import pyarrow as pa
 def plan_slices(folder: Path, rows_per_slice: int) -> list[list[tuple[str, int, int]]]:
     """Work items for the Parquet files in `folder`: lists of (path, start, stop) row slices,
     each item ~rows_per_slice rows, in file order; every row in exactly one slice."""
-    import pyarrow.parquet as pq
-
-    from distill.pipeline.accounting import parquet_files
+    from distill.pipeline.accounting import parquet_footers
 
     items: list[list[tuple[str, int, int]]] = []
     current: list[tuple[str, int, int]] = []
     held = 0
-    for path in parquet_files(folder):
-        n = pq.read_metadata(path).num_rows
-        start = 0
+    for path, meta in parquet_footers(folder):
+        n, start = meta.num_rows, 0
         while start < n:
             stop = min(n, start + rows_per_slice - held)
             current.append((str(path), start, stop))
@@ -49,19 +46,6 @@ def plan_slices(folder: Path, rows_per_slice: int) -> list[list[tuple[str, int, 
     if current:
         items.append(current)
     return items
-
-
-def unified_schema(folder: Path) -> pa.Schema:
-    """The schema of the Parquet files in `folder`, unified over them (from their footers)."""
-    import pyarrow.parquet as pq
-
-    from distill.pipeline.accounting import parquet_files
-
-    files = parquet_files(folder)
-    if not files:
-        return pa.schema([])
-    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
-    return pa.schema([f for f in schema], metadata=None)
 
 
 def _column(batch: Any, name: str) -> list:
@@ -131,11 +115,13 @@ def rows_done(folder: Path, seen: dict[str, int]) -> int:
 
 def slices_dataset(folder: Path, rows_per_slice: int) -> tuple[Any, pa.Schema]:
     """A Ray Dataset of one block per work item (columns `item`: its number, `slices`: the
-    item as JSON) and the unified schema to read them with (read_slices)."""
+    item as JSON) and the unified schema to read them with (read_slices; pipeline.accounting.parquet_schema)."""
     import ray
+
+    from distill.pipeline.accounting import parquet_schema
 
     items = plan_slices(folder, rows_per_slice)
     ds = ray.data.from_items([{"item": i, "slices": json.dumps(item)}
                               for i, item in enumerate(items)],
                              override_num_blocks=max(1, len(items)))
-    return ds, unified_schema(folder)
+    return ds, parquet_schema(folder)

@@ -8,7 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.pipeline.slices import mark_done, plan_slices, read_slices, rows_done, unified_schema
+from distill.pipeline.accounting import parquet_schema
+from distill.pipeline.errors import DistillError
+from distill.pipeline.slices import mark_done, plan_slices, read_slices, rows_done
 
 
 def _files(tmp_path, sizes, row_group_size=None):
@@ -30,7 +32,7 @@ def test_items_cover_every_row_once_in_order(tmp_path, sizes, per_item, row_grou
     total = _files(tmp_path, sizes, row_group)
     items = plan_slices(tmp_path, per_item)
     assert all(sum(stop - start for _, start, stop in item) <= per_item for item in items)
-    schema = unified_schema(tmp_path)
+    schema = parquet_schema(tmp_path)
     ids = []
     for item in items:
         batch = pa.table({"item": [0], "slices": [json.dumps(item)]})
@@ -42,7 +44,7 @@ def test_schema_unified_over_files(tmp_path):
     pq.write_table(pa.table({"id": [0, 1], "reasoning": pa.nulls(2)}), tmp_path / "a.parquet")
     pq.write_table(pa.table({"id": [2], "reasoning": ["why"], "extra": [1.5]}),
                    tmp_path / "b.parquet")
-    schema = unified_schema(tmp_path)
+    schema = parquet_schema(tmp_path)
     assert schema.field("reasoning").type == pa.string()
     items = plan_slices(tmp_path, 10)
     table = read_slices(pd.DataFrame({"item": [0], "slices": [json.dumps(items[0])]}), schema)
@@ -63,3 +65,10 @@ def test_done_marks_count_each_item_once(tmp_path):
     mark_done(batches[0], str(marks))         # a retried item rewrites its own mark
     mark_done(batches[1], str(marks))
     assert rows_done(marks, seen) == 10
+
+
+def test_a_file_that_is_not_parquet_is_named(tmp_path):
+    _files(tmp_path, [3])
+    (tmp_path / "part-00001.parquet").write_text("not parquet")
+    with pytest.raises(DistillError, match="(?s)part-00001.parquet: not a readable Parquet.*fix:"):
+        plan_slices(tmp_path, 10)

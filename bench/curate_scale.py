@@ -6,7 +6,8 @@ Synthetic R1-length traces: the 40 real R1-Distill traces in tests/fixtures/r1tr
 ~13k characters, one cut at 32,768 tokens), 4 samples per prompt, each made unique by a line
 of random words (no exact duplicates; two prompts in ten get an exact copy of a sample), each
 prompt's problem made unique the same way. They are written as a generate stage writes them
-(Parquet, 2,000 rows a file) for N and 2N rows. Each measurement runs in a fresh process:
+(Parquet, 8,192 rows a file, row groups of 1,024) for N and 2N rows. Each measurement runs in a
+fresh process:
 - cluster: the stage's path (data.curate_ray on a local Ray with every CPU): the workers read,
   curate and write; the driver's peak RSS is what it holds. Ray is started and Ray Data has run
   once (its bookkeeping actors are up) before the clock starts, as in a workflow where curate
@@ -69,8 +70,12 @@ def synthetic(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_generate(df: pd.DataFrame, folder: Path, rows_per_file: int = 2000) -> Path:
+def write_generate(df: pd.DataFrame, folder: Path, rows_per_file: int | None = None) -> Path:
+    """The rows as generate writes its parts: PART_ROWS (8,192) a file, store.write_parquet."""
     from distill.pipeline.store import write_parquet
+    from distill.workflows.generate_ray import PART_ROWS
+
+    rows_per_file = rows_per_file or PART_ROWS
 
     for start in range(0, len(df), rows_per_file):
         name = f"part-{start // rows_per_file:05d}.parquet"

@@ -79,7 +79,7 @@ class ClusterConfig(BaseModel):
     """How the curate stage spreads over Ray (data.curate_ray); none of it changes results."""
 
     model_config = ConfigDict(extra="forbid")
-    rows_per_block: int = Field(1024, ge=1, description="Rows per task of the per-row rules "
+    rows_per_block: int = Field(2048, ge=1, description="Rows per task of the per-row rules "
                                 "(parse, verify, filters, decontamination); fewer when the input "
                                 "is small, so every CPU gets work.", json_schema_extra=RUNTIME)
     rows_per_part: int = Field(2000, ge=1, description="Rows per output file: a part holds whole "

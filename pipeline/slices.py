@@ -1,11 +1,11 @@
 """Parquet row slices as Ray Data work items: `slices_dataset(folder, rows) -> (ds, schema)`.
 
-    ds, schema = slices_dataset(traces_dir, rows_per_slice=1024)
+    ds, schema = slices_dataset(traces_dir, rows_per_slice=2048)
     ds.map_batches(lambda item: rules(read_slices(item, schema)), batch_size=None, ...)
 
 The driver plans from the files' footers (row counts, schemas): each work item is a run of
-(file, start, stop) slices holding about `rows_per_slice` rows, whole small files packed
-together and a large file cut at row-group bounds where it can be. The worker that gets an
+(file, start, stop) slices holding at most `rows_per_slice` rows, made of whole row groups
+where they fit (small files packed together, a large file cut at row-group bounds). The worker that gets an
 item reads its rows with pyarrow and runs the stage's rules in the same task, so rows go from
 storage to the rules without a separate read and repartition step.
 
@@ -27,22 +27,32 @@ import pyarrow as pa
 
 def plan_slices(folder: Path, rows_per_slice: int) -> list[list[tuple[str, int, int]]]:
     """Work items for the Parquet files in `folder`: lists of (path, start, stop) row slices,
-    each item ~rows_per_slice rows, in file order; every row in exactly one slice."""
+    each item at most rows_per_slice rows, in file order; every row in exactly one slice.
+
+    Items are made of whole row groups where they fit (a task decodes a whole row group to
+    take any row of it): groups are packed while the item stays within rows_per_slice, and only
+    a group larger than that is cut (each piece then decodes the group; writers keep groups
+    small: pipeline.store.ROW_GROUP_ROWS)."""
     from distill.pipeline.accounting import parquet_footers
 
     items: list[list[tuple[str, int, int]]] = []
     current: list[tuple[str, int, int]] = []
     held = 0
     for path, meta in parquet_footers(folder):
-        n, start = meta.num_rows, 0
-        while start < n:
-            stop = min(n, start + rows_per_slice - held)
-            current.append((str(path), start, stop))
-            held += stop - start
-            start = stop
-            if held >= rows_per_slice:
-                items.append(current)
-                current, held = [], 0
+        offset = 0
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            for start in range(offset, offset + n, rows_per_slice):
+                stop = min(offset + n, start + rows_per_slice)
+                if current and held + stop - start > rows_per_slice:
+                    items.append(current)
+                    current, held = [], 0
+                if current and current[-1][0] == str(path) and current[-1][2] == start:
+                    current[-1] = (str(path), current[-1][1], stop)   # the same file, contiguous
+                else:
+                    current.append((str(path), start, stop))
+                held += stop - start
+            offset += n
     if current:
         items.append(current)
     return items

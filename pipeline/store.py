@@ -52,10 +52,14 @@ def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, redact(json.dumps(obj, indent=2, sort_keys=True, default=str)) + "\n")
 
 
+ROW_GROUP_ROWS = 1024   # rows per Parquet row group written: a reader that wants a slice of a
+# file (pipeline.slices: curate's work items) decodes only the groups that hold it
+
+
 def write_parquet(df: "pd.DataFrame", path: Path, types: dict | None = None,  # noqa: F821
                   metadata: dict[str, str] | None = None) -> None:
     """Write a DataFrame as one Parquet file, atomically, with secrets masked in its text.
-    `types` ({column: pyarrow type}) fixes those columns' types (others are inferred), so the
+    Row groups hold ROW_GROUP_ROWS rows. `types` ({column: pyarrow type}) fixes those columns' types (others are inferred), so the
     parts of one dataset agree even where a part's column is empty or all null. `metadata`
     joins the file's key-value metadata (e.g. which process wrote it)."""
     import pyarrow as pa
@@ -73,7 +77,7 @@ def write_parquet(df: "pd.DataFrame", path: Path, types: dict | None = None,  # 
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                               **{k.encode(): v.encode() for k, v in metadata.items()}})
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
     os.replace(tmp, path)
 
 

@@ -40,6 +40,29 @@ def test_items_cover_every_row_once_in_order(tmp_path, sizes, per_item, row_grou
     assert ids == list(range(total))
 
 
+def test_items_are_whole_row_groups_where_they_fit(tmp_path):
+    """A task decodes a whole row group to take any of its rows: items never cut one that fits."""
+    _files(tmp_path, [100, 30, 250], row_group_size=40)   # groups 40 40 20 | 30 | 40 x6, 10
+    groups = []                                            # (path, first row, end)
+    for path in sorted(tmp_path.glob("*.parquet")):
+        meta, offset = pq.ParquetFile(path).metadata, 0
+        for g in range(meta.num_row_groups):
+            groups.append((str(path), offset, offset + meta.row_group(g).num_rows))
+            offset += meta.row_group(g).num_rows
+    bounds = {(p, a) for p, a, _ in groups} | {(p, b) for p, _, b in groups}
+    items = plan_slices(tmp_path, 90)
+    assert all((path, start) in bounds and (path, stop) in bounds
+               for item in items for path, start, stop in item)
+    assert [sum(stop - start for _, start, stop in item) for item in items] == [80, 90, 80, 80, 50]
+    # only a group larger than an item is cut (each piece then decodes that group)
+    for item in plan_slices(tmp_path, 25):
+        assert sum(stop - start for _, start, stop in item) <= 25
+        for p, a, b in groups:
+            touched = [(max(a, start), min(b, stop)) for path, start, stop in item
+                       if path == p and start < b and a < stop]
+            assert not touched or sum(y - x for x, y in touched) == b - a or b - a > 25
+
+
 def test_schema_unified_over_files(tmp_path):
     pq.write_table(pa.table({"id": [0, 1], "reasoning": pa.nulls(2)}), tmp_path / "a.parquet")
     pq.write_table(pa.table({"id": [2], "reasoning": ["why"], "extra": [1.5]}),

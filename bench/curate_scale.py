@@ -154,7 +154,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=12000, help="N (2N is run too)")
     ap.add_argument("--quick", action="store_true", help="N = 400, once, for a smoke check")
-    ap.add_argument("--repeats", type=int, default=2, help="runs of each (the fastest is kept)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each (the fastest is kept)")
     ap.add_argument("--child", nargs=3, metavar=("MODE", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

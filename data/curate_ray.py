@@ -8,8 +8,7 @@ object references, small tables of flagged ids, and one line per written part:
      by prompt_id; each group's majority answer goes into a broadcast table (data.majority).
 1-4. work items of Parquet row slices (pipeline.slices) -> `map_batches`, each task reading its
      rows and running the rules (function UDFs: math-verify's alarm needs a task's main
-     thread; each verification under its own timeout; the workers load the rules' libraries
-     while the driver plans: warm_worker): parse, verify, the R1 filters, and
+     thread; each verification under its own timeout): parse, verify, the R1 filters, and
      decontamination against an index built once, by a task, and shared. An opt-in judge runs
      as one actor between verify and the filters. The result is materialized once.
 5.   prompt dedupe: data.dedupe_ray's shuffle on MinHash band keys over one row per prompt.
@@ -29,7 +28,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -79,27 +78,6 @@ def _get(ref: Any) -> Any:
         while len(_cache) > 8:
             _cache.popitem(last=False)
     return _cache[name]
-
-
-def warm_worker() -> None:
-    """Load what the rules need in this worker process: math-verify and sympy (with one
-    verification, which builds the LaTeX parser) and the MinHash kernels. Cheap where done.
-    Best effort: a failure here shows again, with its row, in the rules' own tasks."""
-    from distill.data import minhash
-    from distill.data.mathverify import verify_one
-
-    with suppress(Exception):   # the rules' tasks report it, where it matters
-        verify_one("$\\frac{1}{2}$", "\\boxed{0.5}", timeout_s=30)
-        minhash._compile()
-
-
-def _index_and_warm(decontam: Any) -> Any:
-    """The decontamination index (data.decontam.build_index), then warm_worker."""
-    from distill.data.decontam import build_index
-
-    index = build_index(decontam)
-    warm_worker()
-    return index
 
 
 def _part_of(prompt_ids: pd.Series, parts: int) -> np.ndarray:
@@ -319,6 +297,8 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
     import ray
     from ray.data.context import ShuffleStrategy
 
+    from distill.data.decontam import build_index
+
     c = cfg.cluster
     judged = judge is not None and (cfg.verify.method == "judge" or (
         cfg.verify.method == "math" and cfg.verify.judge.enabled))
@@ -340,18 +320,9 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
     _check_columns(schema.names, cfg)
     progress("traces", 0, rows_in)
     parts = max(1, math.ceil(rows_in / c.rows_per_part))
-    index = None
-    if rows_in:
-        # While the driver plans (Ray Data takes ~0.7 s), a task per CPU loads the rules'
-        # libraries in a worker process that the rules' tasks then reuse (each worker's first
-        # rules task was ~1 s slower than the rest); one builds the decontamination index first,
-        # which the rules' tasks fetch when they reach the filters. A whole CPU each, so Ray
-        # starts no worker process beside them.
-        if cfg.decontam.enabled:
-            index = ray.remote(_index_and_warm).options(num_cpus=1).remote(cfg.decontam)
-        warm = ray.remote(num_cpus=1)(warm_worker)
-        for _ in range(cpus - (index is not None)):
-            warm.remote()
+    index = None   # built by a task on a worker while Ray Data plans; the rules' tasks get it
+    if cfg.decontam.enabled and rows_in:
+        index = ray.remote(build_index).options(num_cpus=c.task_cpus).remote(cfg.decontam)
     args = {"batch_format": "pyarrow", "batch_size": None, "num_cpus": c.task_cpus,
             # a task per CPU at most: each new worker process spends seconds on its imports
             "compute": ray.data.TaskPoolStrategy(size=cpus)}

@@ -113,13 +113,14 @@ def parquet_rows(folder: Path) -> int:
     return sum(meta.num_rows for _, meta in parquet_footers(folder))
 
 
-def parquet_schema(folder: Path) -> Any:
+def parquet_schema(folder: Path, footers: list[tuple[Path, Any]] | None = None) -> Any:
     """The pyarrow schema of the Parquet files in `folder`, unified over them (a column null in
-    some files and text in others is text; a column some files lack is kept), from footers."""
+    some files and text in others is text; a column some files lack is kept), from their
+    footers (`footers`: parquet_footers(folder), when the caller has read them already)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    schemas = [pq.read_schema(path) for path, _ in parquet_footers(folder)]
+    footers = parquet_footers(folder) if footers is None else footers
+    schemas = [meta.schema.to_arrow_schema() for _, meta in footers]
     if not schemas:
         return pa.schema([])
     schema = pa.unify_schemas(schemas, promote_options="permissive")

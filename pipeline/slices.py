@@ -5,9 +5,9 @@
 
 The driver plans from the files' footers (row counts, schemas): each work item is a run of
 (file, start, stop) slices holding at most `rows_per_slice` rows, made of whole row groups
-where they fit (small files packed together, a large file cut at row-group bounds). The worker that gets an
-item reads its rows with pyarrow and runs the stage's rules in the same task, so rows go from
-storage to the rules without a separate read and repartition step.
+where they fit (small files packed together, a large file cut at row-group bounds). The
+worker that gets an item reads its rows with pyarrow and runs the stage's rules in the same
+task, so rows go from storage to the rules without a separate read and repartition step.
 
 Why not `ray.data.read_parquet(...).repartition(...)`: in Ray 2.60 that costs ~1.2 s before the
 first row reaches a rule (a file-listing task, then a read that packs small files into one
@@ -25,20 +25,21 @@ from typing import Any
 import pyarrow as pa
 
 
-def plan_slices(folder: Path, rows_per_slice: int) -> list[list[tuple[str, int, int]]]:
+def plan_slices(folder: Path, rows_per_slice: int, footers: list[tuple[Path, Any]] | None = None
+                ) -> list[list[tuple[str, int, int]]]:
     """Work items for the Parquet files in `folder`: lists of (path, start, stop) row slices,
     each item at most rows_per_slice rows, in file order; every row in exactly one slice.
 
     Items are made of whole row groups where they fit (a task decodes a whole row group to
     take any row of it): groups are packed while the item stays within rows_per_slice, and only
     a group larger than that is cut (each piece then decodes the group; writers keep groups
-    small: pipeline.store.ROW_GROUP_ROWS)."""
+    small: pipeline.store.ROW_GROUP_ROWS). `footers`: parquet_footers(folder), if read."""
     from distill.pipeline.accounting import parquet_footers
 
     items: list[list[tuple[str, int, int]]] = []
     current: list[tuple[str, int, int]] = []
     held = 0
-    for path, meta in parquet_footers(folder):
+    for path, meta in parquet_footers(folder) if footers is None else footers:
         offset = 0
         for g in range(meta.num_row_groups):
             n = meta.row_group(g).num_rows
@@ -125,13 +126,15 @@ def rows_done(folder: Path, seen: dict[str, int]) -> int:
 
 def slices_dataset(folder: Path, rows_per_slice: int) -> tuple[Any, pa.Schema]:
     """A Ray Dataset of one block per work item (columns `item`: its number, `slices`: the
-    item as JSON) and the unified schema to read them with (read_slices; pipeline.accounting.parquet_schema)."""
+    item as JSON) and the unified schema to read them with (read_slices;
+    pipeline.accounting.parquet_schema). The files' footers are read once, for both."""
     import ray
 
-    from distill.pipeline.accounting import parquet_schema
+    from distill.pipeline.accounting import parquet_footers, parquet_schema
 
-    items = plan_slices(folder, rows_per_slice)
+    footers = parquet_footers(folder)
+    items = plan_slices(folder, rows_per_slice, footers)
     ds = ray.data.from_items([{"item": i, "slices": json.dumps(item)}
                               for i, item in enumerate(items)],
                              override_num_blocks=max(1, len(items)))
-    return ds, parquet_schema(folder)
+    return ds, parquet_schema(folder, footers)

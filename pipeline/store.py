@@ -59,9 +59,10 @@ ROW_GROUP_ROWS = 1024   # rows per Parquet row group written: a reader that want
 def write_parquet(df: "pd.DataFrame", path: Path, types: dict | None = None,  # noqa: F821
                   metadata: dict[str, str] | None = None) -> None:
     """Write a DataFrame as one Parquet file, atomically, with secrets masked in its text.
-    Row groups hold ROW_GROUP_ROWS rows. `types` ({column: pyarrow type}) fixes those columns' types (others are inferred), so the
-    parts of one dataset agree even where a part's column is empty or all null. `metadata`
-    joins the file's key-value metadata (e.g. which process wrote it)."""
+    Row groups hold ROW_GROUP_ROWS rows. `types` ({column: pyarrow type}) fixes those columns'
+    types (others are inferred), so the parts of one dataset agree even where a part's column is
+    empty or all null. `metadata` joins the file's key-value metadata (e.g. which process wrote
+    it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

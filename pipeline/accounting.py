@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from distill.pipeline.cluster import task_slots, writer_identity
+from distill.pipeline.cluster import writer_identity
+from distill.pipeline.partition import by_part
 from distill.pipeline.store import write_parquet
 
 
@@ -174,7 +176,8 @@ def split_and_write_ray(ds: Any, out_dir: Path, rows_in: int, *, part_column: st
                         types: dict | None = None, num_cpus: float = 0.5) -> tuple[dict, dict]:
     """The Ray Data form of split_and_write: (counts, totals).
 
-    Rows with equal `part_column` values (ints 0..parts-1) meet on one worker (a groupby), where
+    Rows with equal `part_column` values (ints 0..parts-1) meet in one task (pipeline.partition:
+    a hash shuffle; the tasks are named write_part(<finish's name>)), where
     `finish(rows) -> flagged rows` runs (rules over whole groups, e.g. a prompt's samples) and
     the part is split and written as data/ and rejected/ part-<number>.parquet: a retried task
     rewrites the same files. `types` ({column: pyarrow type}, e.g. parquet_types of the input
@@ -184,14 +187,13 @@ def split_and_write_ray(ds: Any, out_dir: Path, rows_in: int, *, part_column: st
     those of the parts written, checked against rows_in and against the rows the Parquet files
     hold; the driver holds one line per part, never the rows."""
     import pyarrow as pa
-    import ray
 
     types = {**(types or {}), "reject_reason": pa.string(), "keep": pa.bool_()}
-    written = ds.groupby(part_column, num_partitions=max(1, parts)).map_groups(
-        _write_part, batch_format="pyarrow", num_cpus=num_cpus,
-        compute=ray.data.TaskPoolStrategy(size=max(1, min(task_slots(), parts))),
-        fn_kwargs={"out_dir": str(out_dir), "part_column": part_column, "finish": finish,
-                   "stats": stats, "types": types}).to_pandas()
+    lines = by_part(ds, part_column, max(1, parts), partial(
+        _write_part, out_dir=str(out_dir), part_column=part_column, finish=finish, stats=stats,
+        types=types), num_cpus=num_cpus,
+        name=f"write_part({getattr(finish, 'func', finish).__name__})" if finish else "write_part")
+    written = pd.concat(lines, ignore_index=True) if lines else pd.DataFrame()
     counts: dict = {"kept": 0, "rejected": {}}
     totals: dict = {}
     lines = written.to_dict("records") if len(written) else []

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,8 +32,9 @@ from distill.pipeline.store import read_parquet_dir
 from helpers import REPO, run_cli
 
 SMOKE = REPO / "workflows" / "recipes" / "smoke.yaml"
-# Ray task names (Ray Data names a task after its fused operators' functions)
-CURATE_TASKS = ("MapBatches(_rows)", "MapBatches(_write_part)")
+# Ray task names (Ray Data names a task after its fused operators' functions; the part writers
+# are named by pipeline.accounting.split_and_write_ray after their finishing rules)
+CURATE_TASKS = ("MapBatches(_rows)", "write_part(_finish)")
 GENERATE_TASKS = ("_preprocess", "vLLMEngineStageUDF", "_postprocess", "ChatTemplateUDF",
                   "TokenizeUDF", "DetokenizeUDF")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

@@ -9,16 +9,21 @@ object references, small tables of flagged ids, and one line per written part:
 1-4. work items of Parquet row slices (pipeline.slices) -> `map_batches`, each task reading its
      rows and running the rules (function UDFs: math-verify's alarm needs a task's main
      thread; each verification under its own timeout): parse, verify, the R1 filters, and
-     decontamination against an index built once, by a task, and shared. An opt-in judge runs
+     decontamination. Its eval problems are read once, by the driver (a missing extra_paths file
+     fails there, before any task), and broadcast; each worker process builds the n-gram index
+     from them once (0.06 s for the bundled benchmarks). A separate task building it took a
+     worker of its own and ~1 s of CPU for imports and numba's start that the rule tasks pay
+     anyway, so the rules began ~1.3 s later (`python bench/curate_scale.py`). An opt-in judge runs
      as one actor between verify and the filters. The result is materialized once.
 5.   prompt dedupe: data.dedupe_ray's shuffle on MinHash band keys over one row per prompt.
 6.   response dedupe, within a prompt (the default): inside each part (below); any other scope
      is a band-key shuffle like 5.
 7.   opt-in cross-prompt dedupe: a band-key shuffle, after 6 (a first pass over the parts).
-8.   selection: every row carries `_part`, a hash of its prompt id, so a groupby on it brings
-     each prompt's samples together; there the last rules run and the worker writes the part
-     (pipeline.accounting.split_and_write_ray: data/ and rejected/ part-<n>.parquet, rows in
-     canonical order, so the files do not depend on the order rows arrived in).
+8.   selection: every row carries `_part`, a hash of its prompt id, so grouping on it brings
+     each prompt's samples together (pipeline.partition, a hash shuffle in Ray tasks); there the
+     last rules run and the worker writes the part (pipeline.accounting.split_and_write_ray:
+     data/ and rejected/ part-<n>.parquet, rows in canonical order, so the files do not depend
+     on the order rows arrived in).
 Choices between rows follow the canonical order key (data.curate.order_keys), the same on any
 worker, so the output equals curate()'s row for row.
 """
@@ -67,7 +72,7 @@ _cache: OrderedDict[str, Any] = OrderedDict()
 
 
 def _get(ref: Any) -> Any:
-    """A broadcast object (the index, a dedupe table), fetched once per worker process."""
+    """A broadcast object (the eval problems, a dedupe table), fetched once per worker process."""
     import ray
 
     if ref is None:
@@ -78,6 +83,19 @@ def _get(ref: Any) -> Any:
         while len(_cache) > 8:
             _cache.popitem(last=False)
     return _cache[name]
+
+
+def _index(cfg: CurateConfig, sets: Any) -> Any:
+    """The decontamination index of the broadcast eval problems `sets` (decontam.eval_sets),
+    built once per worker process; None when decontamination is off."""
+    from distill.data.decontam import build_index
+
+    if sets is None:
+        return None
+    key = f"index:{sets.hex()}"
+    if key not in _cache:
+        _cache[key] = build_index(cfg.decontam, _get(sets))
+    return _cache[key]
 
 
 def _part_of(prompt_ids: pd.Series, parts: int) -> np.ndarray:
@@ -124,13 +142,13 @@ def _majority(source: Any, schema: pa.Schema, cfg: CurateConfig, args: dict) -> 
     return ray.put(table)
 
 
-def _rows(batch: Any, schema: pa.Schema, cfg: CurateConfig, index: Any, parts: int,
+def _rows(batch: Any, schema: pa.Schema, cfg: CurateConfig, sets: Any, parts: int,
           flags: bool, done: str | None = None, majority: Any = None) -> pd.DataFrame:
     """Rules 1-2 (and 3-4 unless a judge comes between) on one work item's rows (read here:
     pipeline.slices), with the order key and part; the item is marked done in `done`."""
     rows = as_frame(read_slices(batch, schema))
     rows = parse_and_verify(rows, cfg, majority=_get(majority))
-    rows = flag_rows(rows, cfg, index=_get(index)) if flags else rows
+    rows = flag_rows(rows, cfg, index=_index(cfg, sets)) if flags else rows
     rows[KEY] = order_keys(rows)
     rows[PART] = _part_of(rows["prompt_id"], parts)
     if done is not None:
@@ -174,30 +192,9 @@ def _counting(folder: Path, report: Callable[[int], None]) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@contextmanager
-def _own_errors(index: Any) -> Iterator[None]:
-    """When the rules' tasks fail because the decontamination index could not be built (a
-    missing extra_paths file, an index of another version), raise that error as it is, with its
-    fix, rather than wrapped in every task's failure."""
-    import ray
-    from ray.exceptions import RayTaskError
-
-    try:
-        yield
-    except Exception:
-        if index is not None:
-            ready, _ = ray.wait([index], timeout=0)
-            if ready:
-                try:
-                    ray.get(index)
-                except RayTaskError as failed:
-                    raise failed.cause from None
-        raise
-
-
-def _flags(batch: Any, cfg: CurateConfig, index: Any) -> pd.DataFrame:
+def _flags(batch: Any, cfg: CurateConfig, sets: Any) -> pd.DataFrame:
     batch = as_frame(batch)
-    rows = flag_rows(batch.drop(columns=[KEY, PART]), cfg, index=_get(index))
+    rows = flag_rows(batch.drop(columns=[KEY, PART]), cfg, index=_index(cfg, sets))
     return rows.assign(**{KEY: batch[KEY].to_numpy(), PART: batch[PART].to_numpy()})
 
 
@@ -297,7 +294,7 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
     import ray
     from ray.data.context import ShuffleStrategy
 
-    from distill.data.decontam import build_index
+    from distill.data.decontam import eval_sets
 
     c = cfg.cluster
     judged = judge is not None and (cfg.verify.method == "judge" or (
@@ -320,24 +317,21 @@ def curate_on_ray(traces_dir: Path, cfg: CurateConfig, out_dir: Path, *,
     _check_columns(schema.names, cfg)
     progress("traces", 0, rows_in)
     parts = max(1, math.ceil(rows_in / c.rows_per_part))
-    index = None   # built by a task on a worker while Ray Data plans; the rules' tasks get it
-    if cfg.decontam.enabled and rows_in:
-        index = ray.remote(build_index).options(num_cpus=c.task_cpus).remote(cfg.decontam)
+    sets = ray.put(eval_sets(cfg.decontam)) if cfg.decontam.enabled and rows_in else None
     args = {"batch_format": "pyarrow", "batch_size": None, "num_cpus": c.task_cpus,
             # a task per CPU at most: each new worker process spends seconds on its imports
             "compute": ray.data.TaskPoolStrategy(size=cpus)}
     majority = _majority(source, schema, task, args) if rows_in else None
     with _counting(out_dir / ".progress",
-                   lambda n: progress("traces parsed and verified", n, rows_in)) as done, \
-            _own_errors(index):
+                   lambda n: progress("traces parsed and verified", n, rows_in)) as done:
         ds = source.map_batches(
-            _rows, fn_kwargs={"schema": schema, "cfg": task, "index": index, "parts": parts,
+            _rows, fn_kwargs={"schema": schema, "cfg": task, "sets": sets, "parts": parts,
                               "flags": not judged, "done": done, "majority": majority}, **args)
         if judged:
             ds = ds.map_batches(_Judge, fn_constructor_kwargs={"judge": judge, "cfg": cfg},
                                 compute=ray.data.ActorPoolStrategy(size=1), batch_format="pyarrow",
                                 num_cpus=min(c.task_cpus, 0.25)).map_batches(
-                _flags, fn_kwargs={"cfg": task, "index": index}, **args)
+                _flags, fn_kwargs={"cfg": task, "sets": sets}, **args)
         ds = ds.materialize()
     if ds.num_blocks() <= c.sort_shuffle_max_blocks:
         # A pull-based sort runs as tasks on the warm workers, where a hash shuffle starts a

@@ -163,10 +163,19 @@ def _read_problems(path: str) -> pd.DataFrame:
     return df
 
 
-def build_index(cfg: DecontamConfig) -> DecontamIndex:
-    """The n-gram index of cfg's benchmarks and extra files."""
+def eval_sets(cfg: DecontamConfig) -> list[tuple[str, pd.DataFrame]]:
+    """[(name, problems)] of cfg's benchmarks and extra files (columns `problem`, and `id` where
+    the file has one): what build_index reads."""
     sets = [(name, load_benchmark(name)) for name in cfg.benchmarks]
     sets += [(Path(p).name, _read_problems(p)) for p in cfg.extra_paths]
+    return [(name, df[[c for c in ("id", "problem") if c in df.columns]]) for name, df in sets]
+
+
+def build_index(cfg: DecontamConfig, sets: list[tuple[str, pd.DataFrame]] | None = None
+                ) -> DecontamIndex:
+    """The n-gram index of cfg's benchmarks and extra files; `sets`: eval_sets(cfg), when they
+    were read already (the stage on Ray reads them once, in the driver)."""
+    sets = eval_sets(cfg) if sets is None else sets
     docs, hashes, source, ids = [np.zeros(0, np.int64)], [np.zeros(0, np.uint64)], [], []
     short = ([np.zeros(0, np.int64)], [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)],
              [np.zeros(0, np.uint64)])

@@ -172,7 +172,8 @@ def test_missing_columns_fail_before_any_task(ray_local, tmp_path):
 
 
 def test_a_decontamination_file_missing_names_itself(ray_local, tmp_path):
-    """The index is built by a task; its error reaches the user as it is, with its fix."""
+    """The eval problems are read by the driver, before any task: the error names the file and
+    its fix, as it is."""
     from distill.data.curate_ray import curate_on_ray
     from distill.pipeline.errors import RecipeError
 

@@ -11,6 +11,7 @@ data.parsing.parse_frame and data.verify.verify_frame):
 
 | reason | fires when | reads |
 |---|---|---|
+| empty_response | neither reasoning nor answer (a null or blank text, empty think tags) | reasoning, answer_text |
 | truncated | finish_reason == "length", or reasoning never closed | finish_reason, think_closed |
 | no_answer | answer empty, or no final answer (`final_answer_tasks`) | answer_text, final_answer |
 | wrong_answer | correct is False | correct |
@@ -131,7 +132,8 @@ class FilterConfig(BaseModel):
     """Settings of every rejection rule, one group per rule (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid")
-    truncated: TruncatedRule = Field(default_factory=TruncatedRule, description="truncated")
+    truncated: TruncatedRule = Field(default_factory=TruncatedRule,
+                                     description="truncated and empty_response")
     no_answer: NoAnswerRule = Field(default_factory=NoAnswerRule, description="no_answer")
     wrong_answer: WrongAnswerRule = Field(default_factory=WrongAnswerRule,
                                           description="wrong_answer and undecided")
@@ -206,6 +208,16 @@ def _correct(df: pd.DataFrame, cfg: FilterConfig, rule: str) -> pd.Series:
     col = cfg.wrong_answer.correct_column
     s = _col(df, col, rule, "run data.verify.verify_frame first, or disable wrong_answer")
     return s.astype(object).map(lambda v: None if pd.isna(v) else bool(v))
+
+
+@_rule("empty_response", "truncated")
+def empty_response(df: pd.DataFrame, cfg: FilterConfig) -> np.ndarray:
+    """Neither reasoning nor answer (a null or blank text, or empty think tags): said as such,
+    not as `truncated` (an empty text's reasoning never closes) or `no_answer`. Switched with
+    the truncated rule."""
+    reasoning = _texts(df, cfg.reasoning_column, "empty_response").str.strip().eq("")
+    answer = _texts(df, "answer_text", "empty_response").str.strip().eq("")
+    return (reasoning & answer).to_numpy(dtype=bool)
 
 
 @_rule("truncated", "truncated")
@@ -385,6 +397,7 @@ def too_long(df: pd.DataFrame, cfg: FilterConfig) -> np.ndarray:
 
 
 FILTERS: dict[str, Rule] = {
+    "empty_response": empty_response,
     "truncated": truncated,
     "no_answer": no_answer,
     "wrong_answer": wrong_answer,

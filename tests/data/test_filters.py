@@ -131,6 +131,21 @@ def test_token_length_bounds_use_the_column_else_an_estimate():
     assert fired("too_long", mixed) == [False, True]
 
 
+def test_an_empty_response_is_named_so_not_truncated():
+    """A teacher that sent nothing back (null, blank, empty think tags) is `empty_response`;
+    one that stopped inside its reasoning stays `truncated`, one with no answer `no_answer`."""
+    from distill.data.parsing import parse_frame
+
+    texts = [None, "  \n", "<think></think>", "<think>Let me think", "<think>x</think>  ",
+             "<think>ok</think>The sum is $\\boxed{22140}$."]
+    parsed = parse_frame(pd.DataFrame({"text": texts}), text_column="text")
+    df = rows(len(texts)).drop(columns=["reasoning", "answer_text", "final_answer",
+                                        "think_closed"]).join(parsed.drop(columns="text"))
+    assert apply_filters(df).tolist() == ["empty_response", "empty_response", "empty_response",
+                                          "truncated", "no_answer", None]
+    assert not any(fired("empty_response", df, FilterConfig(truncated={"enabled": False})))
+
+
 def test_apply_filters_first_reason_in_order_with_the_input_index():
     df = rows(5, finish_reason=["length", "stop", "stop", "stop", "stop"],
               correct=[False, False, None, True, True],

@@ -173,7 +173,8 @@ def _write_part(part: Any, *, out_dir: str, part_column: str,
 def split_and_write_ray(ds: Any, out_dir: Path, rows_in: int, *, part_column: str, parts: int,
                         finish: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
                         stats: Callable[[pd.DataFrame], dict] | None = None,
-                        types: dict | None = None, num_cpus: float = 0.5) -> tuple[dict, dict]:
+                        types: dict | None = None, num_cpus: float = 0.5,
+                        aligned: bool = False) -> tuple[dict, dict]:
     """The Ray Data form of split_and_write: (counts, totals).
 
     Rows with equal `part_column` values (ints 0..parts-1) meet in one task (pipeline.partition:
@@ -185,14 +186,16 @@ def split_and_write_ray(ds: Any, out_dir: Path, rows_in: int, *, part_column: st
     `stats(rows) -> {name: number}` is summed over parts (totals); totals["writers"] lists who
     wrote each part ({part, node, pid, host}: pipeline.cluster.writer_identity). The counts are
     those of the parts written, checked against rows_in and against the rows the Parquet files
-    hold; the driver holds one line per part, never the rows."""
+    hold; the driver holds one line per part, never the rows. `aligned`: each block of `ds`
+    holds the rows of one part already (no shuffle; checked)."""
     import pyarrow as pa
 
     types = {**(types or {}), "reject_reason": pa.string(), "keep": pa.bool_()}
     lines = by_part(ds, part_column, max(1, parts), partial(
         _write_part, out_dir=str(out_dir), part_column=part_column, finish=finish, stats=stats,
-        types=types), num_cpus=num_cpus,
-        name=f"write_part({getattr(finish, 'func', finish).__name__})" if finish else "write_part")
+        types=types), num_cpus=num_cpus, aligned=aligned,
+        name=f"write_part({getattr(getattr(finish, 'func', finish), '__name__', 'finish')})"
+        if finish else "write_part")
     written = pd.concat(lines, ignore_index=True) if lines else pd.DataFrame()
     counts: dict = {"kept": 0, "rejected": {}}
     totals: dict = {}

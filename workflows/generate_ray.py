@@ -102,7 +102,6 @@ def assemble_on_ray(requests: pd.DataFrame, cache: TraceCache, out_dir: Path, te
     docstring); returns (counts, extra for the manifest). Raises DistillError when a request
     has no answer."""
     import ray
-    from ray.data.context import ShuffleStrategy
 
     plan = requests.drop(columns=[c for c in ("messages",) if c in requests.columns])
     plan = plan.sort_values(["prompt_id", "sample_index"], kind="stable", ignore_index=True)
@@ -112,12 +111,11 @@ def assemble_on_ray(requests: pd.DataFrame, cache: TraceCache, out_dir: Path, te
     types = {name: pa.string() if t == pa.large_string() else t
              for name, t in frame_types(plan.drop(columns=[SHARD, PART])).items()} | ANSWER_TYPES
     ds = ray.data.from_pandas([plan.iloc[i:i + part_rows] for i in range(0, len(plan), part_rows)]
-                              or [plan])
-    # few blocks (one per part): a pull-based sort runs as tasks, with no aggregator actors
-    ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+                              or [plan])   # a block per part: the parts need no shuffle
     prices = (teacher.cost_per_million_input, teacher.cost_per_million_output)
     counts, totals = split_and_write_ray(
         ds, out_dir, len(plan), part_column=PART, parts=parts, stats=_stats, types=types,
+        aligned=True,
         finish=partial(_traces, folder=str(cache.folder), model=teacher.model, prices=prices))
     finish = {k.removeprefix(FINISH): v for k, v in totals.items() if k.startswith(FINISH)}
     prompt_tokens, completion_tokens = totals.get("prompt_tokens", 0), totals.get("completion_tokens", 0)

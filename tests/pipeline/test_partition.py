@@ -56,3 +56,23 @@ def test_a_part_number_out_of_range_is_named(ray_local):
     ds = ray_local.data.from_pandas(pd.DataFrame({"id": [1, 2], "part": [0, 7], "note": "x"}))
     with pytest.raises(Exception, match="column 'part' holds part 7, outside 0..3"):
         by_part(ds, "part", 4, _summary)
+
+
+def test_aligned_blocks_go_whole_and_are_checked(ray_local):
+    """aligned=True: a block per part goes to fn as it is; a block holding two parts fails."""
+    from distill.pipeline.partition import by_part
+
+    blocks = [pd.DataFrame({"id": [2 * p, 2 * p + 1], "part": p, "note": "x"}) for p in range(3)]
+    got = by_part(ray_local.data.from_pandas(blocks), "part", 3, _summary, aligned=True)
+    assert [(g["parts"], g["ids"]) for g in got] == [([0], [0, 1]), ([1], [2, 3]), ([2], [4, 5])]
+    mixed = ray_local.data.from_pandas([pd.DataFrame({"id": [1, 2], "part": [0, 1], "note": "x"})])
+    with pytest.raises(Exception, match="rows of several parts met in one task"):
+        by_part(mixed, "part", 2, _summary, aligned=True)
+
+
+def test_rows_without_a_part_number_are_named(ray_local):
+    from distill.pipeline.partition import by_part
+
+    ds = ray_local.data.from_pandas(pd.DataFrame({"id": [1, 2], "part": [0.0, None], "note": "x"}))
+    with pytest.raises(Exception, match="column 'part' has 1 rows without a part number"):
+        by_part(ds, "part", 2, _summary)

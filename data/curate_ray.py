@@ -11,7 +11,8 @@ object references, small tables of flagged ids, and one line per written part:
      thread; each verification under its own timeout): parse, verify, the R1 filters, and
      decontamination. Its eval problems are read once, by the driver (a missing extra_paths file
      fails there, before any task), and broadcast; each worker process builds the n-gram index
-     from them once (0.06 s for the bundled benchmarks). A separate task building it took a
+     from them once (0.06 s for the bundled benchmarks; each worker holds its own copy, so a
+     very large extra_paths set costs its n-grams per worker). A separate task building it took a
      worker of its own and ~1 s of CPU for imports and numba's start that the rule tasks pay
      anyway, so the rules began ~1.3 s later (`python bench/curate_scale.py`). An opt-in judge runs
      as one actor between verify and the filters. The result is materialized once.

@@ -11,7 +11,7 @@ data.parsing.parse_frame and data.verify.verify_frame):
 
 | reason | fires when | reads |
 |---|---|---|
-| empty_response | neither reasoning nor answer (a null or blank text, empty think tags) | reasoning, answer_text |
+| empty_response | neither reasoning nor answer (null or blank text, empty think tags), not at the cap | reasoning, answer_text, finish_reason |
 | truncated | finish_reason == "length", or reasoning never closed | finish_reason, think_closed |
 | no_answer | answer empty, or no final answer (`final_answer_tasks`) | answer_text, final_answer |
 | wrong_answer | correct is False | correct |
@@ -212,12 +212,16 @@ def _correct(df: pd.DataFrame, cfg: FilterConfig, rule: str) -> pd.Series:
 
 @_rule("empty_response", "truncated")
 def empty_response(df: pd.DataFrame, cfg: FilterConfig) -> np.ndarray:
-    """Neither reasoning nor answer (a null or blank text, or empty think tags): said as such,
-    not as `truncated` (an empty text's reasoning never closes) or `no_answer`. Switched with
-    the truncated rule."""
-    reasoning = _texts(df, cfg.reasoning_column, "empty_response").str.strip().eq("")
-    answer = _texts(df, "answer_text", "empty_response").str.strip().eq("")
-    return (reasoning & answer).to_numpy(dtype=bool)
+    """Neither reasoning nor answer (a null or blank text, or empty think tags) though the
+    teacher was not cut off: said as such, not as `truncated` (an empty text's reasoning never
+    closes) or `no_answer`. A blank text at the token cap stays `truncated`. Switched with the
+    truncated rule."""
+    empty = _texts(df, cfg.reasoning_column, "empty_response").str.strip().eq("") & _texts(
+        df, "answer_text", "empty_response").str.strip().eq("")
+    fr_col = cfg.truncated.finish_reason_column
+    if fr_col in df.columns:
+        empty &= df[fr_col].astype(object).ne("length")
+    return empty.to_numpy(dtype=bool)
 
 
 @_rule("truncated", "truncated")

@@ -144,6 +144,8 @@ def test_an_empty_response_is_named_so_not_truncated():
     assert apply_filters(df).tolist() == ["empty_response", "empty_response", "empty_response",
                                           "truncated", "no_answer", None]
     assert not any(fired("empty_response", df, FilterConfig(truncated={"enabled": False})))
+    at_cap = df.assign(finish_reason=["length"] * len(texts))   # blank at the token cap
+    assert apply_filters(at_cap).tolist()[:5] == ["truncated"] * 5
 
 
 def test_apply_filters_first_reason_in_order_with_the_input_index():

@@ -169,12 +169,12 @@ def test_plain_sources_are_curated_without_think_or_verification():
     reasoning rows keep every rule; other rules still apply to plain rows."""
     r1 = _generate_rows(load_prompts(PromptsConfig(**R1))).head(4).assign(source="r1")
     plain = pd.DataFrame({
-        "prompt_id": ["p/a", "p/b", "p/c"], "problem": ["Write a haiku about rain.",
-                                                        "Say hello in French.", "Say hi."],
-        "reference": [None, None, None], "sample_index": [0, 0, 0],
-        "request_id": ["p/a:0", "p/b:0", "p/c:0"],
+        "prompt_id": ["p/a", "p/b", "p/c", "p/d"],
+        "problem": ["Write a haiku about rain.", "Say hello in French.", "Say hi.", "Say yes."],
+        "reference": [None] * 4, "sample_index": [0] * 4,
+        "request_id": ["p/a:0", "p/b:0", "p/c:0", "p/d:0"],
         "text": ["Soft rain on the roof, the garden drinks slowly, grey sky hums along.",
-                 "Bonjour ! C'est ainsi que l'on dit bonjour en français.", ""],
+                 "Bonjour ! C'est ainsi que l'on dit bonjour en français.", "Hi.", ""],
         "source": "plain"})
     rows = pd.concat([r1, plain], ignore_index=True)
     cfg = {"decontam": {"enabled": False}, "filters": {"too_short": {"min_tokens": 3}}}
@@ -183,6 +183,7 @@ def test_plain_sources_are_curated_without_think_or_verification():
     assert by.loc["p/a:0", "keep"] and by.loc["p/b:0", "keep"]
     assert by.loc["p/a:0", "reasoning"] == "" and pd.isna(by.loc["p/a:0", "correct"])
     assert by.loc["p/c:0", "reject_reason"] == "too_short"        # other rules still apply
+    assert by.loc["p/d:0", "reject_reason"] == "empty_response"   # nothing came back
     r1_alone = curate(r1, CurateConfig.model_validate(cfg)).set_index("request_id")
     assert by.loc[r1_alone.index, "reject_reason"].tolist() == r1_alone["reject_reason"].tolist()
     # without plain_sources the plain rows fail the reasoning rules
